@@ -1,0 +1,68 @@
+//! Command-line interface. Every flag's meaning (and security meaning) is documented here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// stockade: a Linux exec supervisor speaking the Codex exec-server protocol.
+#[derive(Debug, Parser)]
+#[command(name = "stockade", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the JSON-RPC protocol on stdio or WebSocket.
+    Serve(ServeArgs),
+}
+
+/// `stockade serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// `stdio` (default) or `ws://IP:PORT`. With `ws://`, the bound URL is printed on stdout.
+    /// Hostnames are refused; port 0 picks a free port.
+    #[arg(long, default_value = "stdio")]
+    pub listen: String,
+
+    /// Largest accepted incoming message in bytes; larger ones are discarded and answered
+    /// with an error (id -1, -32600) without closing the connection.
+    #[arg(long, default_value_t = crate::transport::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// File holding the bearer token every WebSocket upgrade must present
+    /// (`Authorization: Bearer <token>`); the content is trimmed. Without it, anyone who can
+    /// reach the port can run commands as this user.
+    #[arg(long)]
+    pub ws_token_file: Option<PathBuf>,
+
+    /// Allow WebSocket upgrades carrying this `Origin` header (repeatable). By default every
+    /// request with an Origin is refused (403) so that web pages cannot drive the executor.
+    #[arg(long)]
+    pub allow_origin: Vec<String>,
+
+    /// Allow binding a non-loopback address without `--ws-token-file`. Anyone on the network
+    /// could then run commands: only for isolated networks.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+
+    /// How long a dropped WebSocket session (and its processes) is kept for resumption.
+    #[arg(long, default_value_t = 30_000)]
+    pub session_grace_ms: u64,
+
+    /// After a process exits, how long to wait for its output to reach EOF before killing
+    /// the descendants that hold it open.
+    #[arg(long, default_value_t = 2_000)]
+    pub close_grace_ms: u64,
+
+    /// Output bytes retained per process for `process/read` (older chunks are dropped).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub retain_output_bytes: usize,
+
+    /// How long a closed process stays readable before its id is freed.
+    #[arg(long, default_value_t = 30_000)]
+    pub retain_exited_ms: u64,
+}

@@ -1,0 +1,106 @@
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio::io::AsyncWriteExt;
+
+use stockade::cli::{Cli, Command, ServeArgs};
+use stockade::config::ServerConfig;
+use stockade::server::Server;
+use stockade::transport::listen::{ListenAddr, parse_listen};
+use stockade::transport::{stdio, ws};
+
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists: every fd we create later must be >= 3.
+    stockade::process::sys::ensure_std_fds();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STOCKADE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen = parse_listen(&args.listen)?;
+    let token = match &args.ws_token_file {
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --ws-token-file {}", path.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("--ws-token-file {} is empty", path.display());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if let ListenAddr::WebSocket(addr) = &listen
+        && !addr.ip().is_loopback()
+        && token.is_none()
+        && !args.insecure_no_auth
+    {
+        bail!(
+            "refusing to listen on non-loopback address {addr} without --ws-token-file \
+             (anyone who can reach it could run commands); pass --insecure-no-auth to override"
+        );
+    }
+    let config = ServerConfig {
+        max_message_bytes: args.max_message_bytes,
+        session_grace: Duration::from_millis(args.session_grace_ms),
+        close_grace: Duration::from_millis(args.close_grace_ms),
+        retain_output_bytes: args.retain_output_bytes,
+        retain_exited: Duration::from_millis(args.retain_exited_ms),
+        ..ServerConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = Server::new(config).context("starting the spawner thread")?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let main_job = async {
+            match listen {
+                ListenAddr::Stdio => {
+                    stdio::run(server.clone()).await;
+                    Ok(())
+                }
+                ListenAddr::WebSocket(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding {addr}"))?;
+                    let bound = listener.local_addr()?;
+                    let mut stdout = tokio::io::stdout();
+                    stdout
+                        .write_all(format!("ws://{bound}\n").as_bytes())
+                        .await?;
+                    stdout.flush().await?;
+                    let sec = ws::WsSecurity {
+                        allowed_origins: args.allow_origin.clone(),
+                        token,
+                    };
+                    ws::run(server.clone(), listener, sec).await;
+                    Ok(())
+                }
+            }
+        };
+        let result: anyhow::Result<()> = tokio::select! {
+            r = main_job => r,
+            _ = sigterm.recv() => Ok(()),
+            _ = sigint.recv() => Ok(()),
+        };
+        server.shutdown().await;
+        result
+    })?;
+    // Do not wait for tokio's blocking stdin reader.
+    std::process::exit(0);
+}

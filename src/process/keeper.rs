@@ -1,0 +1,302 @@
+//! The keeper: a forked (not exec'd) child of the server that owns one process tree.
+//!
+//! Why it exists: a process group or session does not contain a tree (a descendant can call
+//! `setsid`), and the server cannot make itself the reaper of just one tree. The keeper is a
+//! *child subreaper*: every orphan of its tree is reparented to it, so "all descendants of the
+//! keeper" is exactly the tree, whatever the processes do. On SIGTERM, from the server or via
+//! `PR_SET_PDEATHSIG` when the server dies, it SIGKILLs its children over and over until it
+//! has none, then exits.
+//!
+//! Protocol on the status pipe (native endian): the target pid as `i64`, then, when the
+//! target exits, an [`ExitRecord`]. The keeper exits once the target is reaped and it has no
+//! children left.
+//!
+//! Everything here runs between fork and `_exit`: async-signal-safe syscalls only.
+
+use super::super::sandbox::child::{self, ChildFds, ExecPlan, Stage};
+
+/// The record the keeper writes when the target exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitRecord {
+    /// The raw wait status of the target.
+    pub wait_status: i32,
+    /// User CPU time of the target and every reaped descendant, in microseconds.
+    pub user_us: i64,
+    /// System CPU time, same scope.
+    pub sys_us: i64,
+    /// Largest max-RSS of the reaped processes, in KiB.
+    pub max_rss_kb: i64,
+}
+
+/// Size of an encoded [`ExitRecord`].
+pub const EXIT_RECORD_LEN: usize = 32;
+
+impl ExitRecord {
+    /// Encodes the record (native endian).
+    pub fn encode(&self) -> [u8; EXIT_RECORD_LEN] {
+        let mut b = [0u8; EXIT_RECORD_LEN];
+        b[0..8].copy_from_slice(&(self.wait_status as i64).to_ne_bytes());
+        b[8..16].copy_from_slice(&self.user_us.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.sys_us.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.max_rss_kb.to_ne_bytes());
+        b
+    }
+
+    /// Decodes a record.
+    pub fn decode(b: &[u8; EXIT_RECORD_LEN]) -> ExitRecord {
+        let f = |i: usize| i64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        ExitRecord {
+            wait_status: f(0) as i32,
+            user_us: f(8),
+            sys_us: f(16),
+            max_rss_kb: f(24),
+        }
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn write_all(fd: i32, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: writing from a valid slice.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        data = &data[n as usize..];
+    }
+}
+
+/// Closes every fd except those in `keep` (at most 8). Async-signal-safe.
+fn close_all_except(keep: &[i32]) {
+    let mut sorted = [-1i32; 8];
+    let n = keep.len().min(8);
+    sorted[..n].copy_from_slice(&keep[..n]);
+    let sorted = &mut sorted[..n];
+    // Insertion sort: no allocation.
+    for i in 1..sorted.len() {
+        let mut j = i;
+        while j > 0 && sorted[j - 1] > sorted[j] {
+            sorted.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let mut next: i64 = 0;
+    for &fd in sorted.iter() {
+        let fd = fd as i64;
+        if fd > next {
+            close_range(next as u32, (fd - 1) as u32);
+        }
+        next = next.max(fd + 1);
+    }
+    close_range(next as u32, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes fds.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if r < 0 {
+        let end = (last as i64).min(child::max_fd() as i64);
+        let mut fd = first as i64;
+        while fd <= end {
+            // SAFETY: closing a possibly-unused fd just fails with EBADF.
+            unsafe { libc::close(fd as i32) };
+            fd += 1;
+        }
+    }
+}
+
+/// SIGKILLs every current child of this (single-threaded) process, and the target's group.
+fn kill_children(target: libc::pid_t) {
+    // SAFETY: plain syscalls with stack buffers.
+    unsafe {
+        libc::kill(-target, libc::SIGKILL);
+        let fd = libc::open(
+            c"/proc/thread-self/children".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let mut pid: i64 = 0;
+        let mut in_number = false;
+        loop {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+            for &b in &buf[..n as usize] {
+                if b.is_ascii_digit() {
+                    pid = pid * 10 + (b - b'0') as i64;
+                    in_number = true;
+                } else {
+                    if in_number && pid > 0 {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    }
+                    pid = 0;
+                    in_number = false;
+                }
+            }
+        }
+        if in_number && pid > 0 {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+        libc::close(fd);
+    }
+}
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout), for `rt_sigaction`: glibc's
+/// wrapper refuses the signals it reserves (32, 33), which may still be inherited as ignored.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets every signal's disposition to default. Async-signal-safe.
+fn reset_all_signal_dispositions() {
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a valid struct; the old action is not requested.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &act as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
+fn timeval_us(t: libc::timeval) -> i64 {
+    t.tv_sec * 1_000_000 + t.tv_usec
+}
+
+/// The keeper's whole life. Never returns.
+///
+/// # Safety
+/// Must only be called in a freshly forked child of a (possibly multi-threaded) server, with
+/// every signal blocked, and with `plan`/`fds` prepared before the fork.
+pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, server_pid: libc::pid_t) -> ! {
+    // SAFETY: async-signal-safe syscalls only, on data prepared before the fork.
+    unsafe {
+        // Own process group: terminal signals aimed at the server's group do not reach us.
+        libc::setpgid(0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        // The server may have died before PDEATHSIG was armed.
+        let mut kill_mode = libc::getppid() != server_pid;
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+        // Default dispositions everywhere (the server ignores SIGPIPE, and an ignored SIGCHLD
+        // would auto-reap). Signals stay blocked; the target unblocks them before exec.
+        reset_all_signal_dispositions();
+        close_all_except(&[
+            fds.stdin,
+            fds.stdout,
+            fds.stderr,
+            fds.error_pipe,
+            fds.status_pipe,
+        ]);
+
+        let target = libc::fork();
+        if target < 0 {
+            child::fail(fds.error_pipe, Stage::Fork, errno());
+        }
+        if target == 0 {
+            child::exec_target(plan, fds);
+        }
+        write_all(fds.status_pipe, &(target as i64).to_ne_bytes());
+        libc::close(fds.stdin);
+        libc::close(fds.stdout);
+        libc::close(fds.stderr);
+        libc::close(fds.error_pipe);
+
+        let mut waitset: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut waitset);
+        libc::sigaddset(&mut waitset, libc::SIGTERM);
+        libc::sigaddset(&mut waitset, libc::SIGCHLD);
+        let mut target_reaped = false;
+        loop {
+            // Reap everything that has exited.
+            loop {
+                let mut status = 0;
+                let mut ru: libc::rusage = std::mem::zeroed();
+                let r = libc::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL, &mut ru);
+                if r > 0 {
+                    if r == target {
+                        target_reaped = true;
+                        let mut all: libc::rusage = std::mem::zeroed();
+                        libc::getrusage(libc::RUSAGE_CHILDREN, &mut all);
+                        let rec = ExitRecord {
+                            wait_status: status,
+                            user_us: timeval_us(all.ru_utime),
+                            sys_us: timeval_us(all.ru_stime),
+                            max_rss_kb: all.ru_maxrss,
+                        };
+                        write_all(fds.status_pipe, &rec.encode());
+                    }
+                    continue;
+                }
+                if r < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if r < 0 && target_reaped {
+                    // ECHILD: the tree is gone.
+                    libc::_exit(0);
+                }
+                break;
+            }
+            if kill_mode {
+                kill_children(target);
+            }
+            let sig = libc::sigwaitinfo(&waitset, std::ptr::null_mut());
+            if sig == libc::SIGTERM {
+                kill_mode = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_record_roundtrip() {
+        let r = ExitRecord {
+            wait_status: 9,
+            user_us: 1,
+            sys_us: 2,
+            max_rss_kb: 3,
+        };
+        assert_eq!(ExitRecord::decode(&r.encode()), r);
+    }
+}

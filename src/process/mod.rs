@@ -1,0 +1,12 @@
+//! Processes: the per-session table, spawning, output sequencing and retention, PTYs, and the
+//! tree kill.
+
+pub mod keeper;
+pub mod output;
+pub mod pump;
+pub mod resolve;
+pub mod spawn;
+pub mod sys;
+pub mod table;
+
+pub use table::ProcessTable;

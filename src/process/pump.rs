@@ -1,0 +1,199 @@
+//! The per-process task: reads output and the keeper's exit record, assigns sequence numbers,
+//! sends notifications in order, enforces the close grace, and finally reaps the keeper.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use super::keeper::{EXIT_RECORD_LEN, ExitRecord};
+use super::output::ExitInfo;
+use super::spawn::Stream;
+use super::sys::AsyncPipe;
+use super::table::{Process, ProcessTable};
+use crate::protocol::envelope::notification;
+use crate::protocol::process::Usage;
+use crate::server::session::SessionSink;
+
+/// Timing knobs of the pump.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpConfig {
+    /// How long to wait for output EOF after the main process exited before killing the tree.
+    pub close_grace: Duration,
+    /// How long a closed process stays readable.
+    pub retain_exited: Duration,
+}
+
+/// Size of one read from an output fd.
+const READ_CHUNK: usize = 64 * 1024;
+
+async fn read_from(pipe: Option<&Arc<AsyncPipe>>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Everything the pump needs; built by `process/start`.
+pub struct Pump {
+    /// The process whose state this pump drives.
+    pub process: Arc<Process>,
+    /// Output fds (one or two).
+    pub outputs: Vec<(Stream, Arc<AsyncPipe>)>,
+    /// Keeper status pipe (the exit record comes next).
+    pub status: pipe::Receiver,
+    /// Where notifications go.
+    pub sink: SessionSink,
+    /// Fired once the `process/start` response has been queued: no notification may precede it.
+    pub gate: oneshot::Receiver<()>,
+    /// The table to remove the process from after retention.
+    pub table: Weak<ProcessTable>,
+    /// Timings.
+    pub config: PumpConfig,
+    /// When the process was spawned (for `usage.wallMs`).
+    pub started: Instant,
+}
+
+impl Pump {
+    /// Runs to the end of the process's life.
+    pub async fn run(self) {
+        let Pump {
+            process,
+            outputs,
+            mut status,
+            sink,
+            gate,
+            table,
+            config,
+            started,
+        } = self;
+        let _ = gate.await;
+        let (exit_tx, mut exit_rx) = oneshot::channel::<Option<ExitRecord>>();
+        tokio::spawn(async move {
+            let mut buf = [0u8; EXIT_RECORD_LEN];
+            let rec = status
+                .read_exact(&mut buf)
+                .await
+                .ok()
+                .map(|_| ExitRecord::decode(&buf));
+            let _ = exit_tx.send(rec);
+        });
+
+        let mut open = [!outputs.is_empty(), outputs.len() > 1];
+        let (stream0, pipe0) = (outputs.first().map(|o| o.0), outputs.first().map(|o| &o.1));
+        let (stream1, pipe1) = (outputs.get(1).map(|o| o.0), outputs.get(1).map(|o| &o.1));
+        let mut buf0 = vec![0u8; READ_CHUNK];
+        let mut buf1 = vec![0u8; READ_CHUNK];
+        let mut exited = false;
+        let mut grace_fired = 0;
+        let far = Duration::from_secs(86400 * 365);
+        let grace = tokio::time::sleep(far);
+        tokio::pin!(grace);
+
+        while !(exited && !open[0] && !open[1]) {
+            tokio::select! {
+                biased;
+                r = read_from(pipe0, &mut buf0), if open[0] => match r {
+                    Ok(n) if n > 0 => emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf0[..n]).await,
+                    _ => open[0] = false,
+                },
+                r = read_from(pipe1, &mut buf1), if open[1] => match r {
+                    Ok(n) if n > 0 => emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf1[..n]).await,
+                    _ => open[1] = false,
+                },
+                rec = &mut exit_rx, if !exited => {
+                    exited = true;
+                    let rec = rec.ok().flatten();
+                    emit_exited(&process, &sink, rec, started).await;
+                    grace.as_mut().reset(tokio::time::Instant::now() + config.close_grace);
+                },
+                _ = &mut grace, if exited => {
+                    grace_fired += 1;
+                    if grace_fired == 1 {
+                        // Descendants still hold the output open: end the whole tree.
+                        process.kill_tree();
+                        grace.as_mut().reset(tokio::time::Instant::now() + config.close_grace);
+                    } else {
+                        // Something outside the tree holds the pipe: stop waiting for it.
+                        open = [false, false];
+                    }
+                },
+            }
+        }
+        drop(outputs);
+        let seq = {
+            let mut st = process.state();
+            let seq = st.allocate_seq();
+            st.closed = true;
+            seq
+        };
+        process.notify_changed();
+        sink.send(notification(
+            "process/closed",
+            json!({"processId": process.id, "seq": seq}),
+        ))
+        .await;
+        // A process's life bounds its tree: whatever is left (daemons that closed their
+        // output) is killed now, then the keeper exits and is reaped.
+        process.kill_tree();
+        let _ = process.keeper().wait().await;
+        process.mark_finished();
+        tokio::time::sleep(config.retain_exited).await;
+        if let Some(table) = table.upgrade() {
+            table.remove(&process);
+        }
+    }
+}
+
+async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data: &[u8]) {
+    let chunk = base64::engine::general_purpose::STANDARD.encode(data);
+    let seq = process.state().push_output(stream, data.to_vec());
+    process.notify_changed();
+    sink.send(notification(
+        "process/output",
+        json!({"processId": process.id, "seq": seq, "stream": stream.name(), "chunk": chunk}),
+    ))
+    .await;
+}
+
+async fn emit_exited(
+    process: &Process,
+    sink: &SessionSink,
+    rec: Option<ExitRecord>,
+    started: Instant,
+) {
+    // No record means the keeper itself was killed (only possible for unconfined processes);
+    // report it as a kill.
+    let info = match rec {
+        Some(r) => ExitInfo::from_wait_status(r.wait_status),
+        None => ExitInfo::from_wait_status(libc::SIGKILL),
+    };
+    let usage = Usage {
+        wall_ms: started.elapsed().as_millis() as u64,
+        user_ms: rec.map(|r| (r.user_us / 1000) as u64).unwrap_or(0),
+        sys_ms: rec.map(|r| (r.sys_us / 1000) as u64).unwrap_or(0),
+        max_rss_kb: rec.map(|r| r.max_rss_kb as u64).unwrap_or(0),
+    };
+    let (seq, denied) = {
+        let mut st = process.state();
+        let seq = st.allocate_seq();
+        st.exit = Some(info.clone());
+        (seq, st.sandbox_denied)
+    };
+    process.notify_changed();
+    let mut params = json!({
+        "processId": process.id,
+        "seq": seq,
+        "exitCode": info.code,
+        "sandboxDenied": denied,
+        "usage": usage,
+    });
+    if let Some(sig) = &info.signal {
+        params["signal"] = json!(sig);
+    }
+    sink.send(notification("process/exited", params)).await;
+}

@@ -1,0 +1,12 @@
+//! Wire types of the stockade protocol, one module per section of `PROTOCOL.md`.
+//!
+//! This module has no behaviour: it only describes shapes (serde) and error codes, so that
+//! handlers and tests can build and inspect messages with the same types.
+
+pub mod envelope;
+pub mod fs;
+pub mod handshake;
+pub mod process;
+pub mod sandbox;
+
+pub use envelope::{ErrorCode, RpcError};

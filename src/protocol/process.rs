@@ -1,0 +1,223 @@
+//! Section 4: processes (`process/*` methods and notifications).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Initial terminal size for `tty: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct TerminalSize {
+    /// Rows (lines).
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// Params of `process/start`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartParams {
+    /// Client-chosen handle, unique within the session.
+    pub process_id: String,
+    /// Program and arguments; `argv[0]` is looked up in the child's `PATH`.
+    pub argv: Vec<String>,
+    /// Absolute path or `file://` URI of the working directory.
+    pub cwd: String,
+    /// The exact environment, or an overlay when `envPolicy` is given.
+    pub env: BTreeMap<String, String>,
+    /// Environment policy (section 5); kept raw and validated by the env module.
+    #[serde(default)]
+    pub env_policy: Option<Value>,
+    /// Run on a pseudo-terminal.
+    pub tty: bool,
+    /// Keep a writable stdin pipe (non-tty only).
+    #[serde(default)]
+    pub pipe_stdin: bool,
+    /// argv[0] as seen by the program.
+    #[serde(default)]
+    pub arg0: Option<String>,
+    /// Section 6.2 policy shape.
+    #[serde(default)]
+    pub sandbox_policy: Option<Value>,
+    /// Section 6.3 policy shape.
+    #[serde(default)]
+    pub sandbox: Option<Value>,
+    /// Initial PTY size.
+    #[serde(default)]
+    pub size: Option<TerminalSize>,
+    /// Resource limits (section 7), kept raw.
+    #[serde(default)]
+    pub limits: Option<Value>,
+    /// Sent by current Codex clients: network only through a managed proxy.
+    #[serde(default)]
+    pub enforce_managed_network: Option<bool>,
+}
+
+/// Result of `process/start`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartResult {
+    /// Echo of the handle.
+    pub process_id: String,
+    /// `none` or `linuxSeccomp` (any confinement).
+    pub sandbox_type: &'static str,
+    /// The host pid of the program.
+    pub pid: i32,
+    /// What was enforced (section 6.6).
+    pub sandbox: Value,
+}
+
+/// Params naming just a process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRef {
+    /// The process handle.
+    pub process_id: String,
+}
+
+/// Params of `process/read`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadParams {
+    /// The process handle.
+    pub process_id: String,
+    /// Return chunks with `seq > afterSeq`.
+    #[serde(default)]
+    pub after_seq: Option<u64>,
+    /// Byte budget (decoded), except that the first chunk is always returned.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Long-poll time in milliseconds.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// One retained output chunk in a `process/read` result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadChunk {
+    /// Sequence number.
+    pub seq: u64,
+    /// `stdout`, `stderr` or `pty`.
+    pub stream: &'static str,
+    /// Base64 of the raw bytes.
+    pub chunk: String,
+}
+
+/// Result of `process/read`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadResult {
+    /// Chunks with `seq > afterSeq`, in order.
+    pub chunks: Vec<ReadChunk>,
+    /// Where to continue: `afterSeq = nextSeq - 1`.
+    pub next_seq: u64,
+    /// The main process has exited.
+    pub exited: bool,
+    /// Its exit code once exited.
+    pub exit_code: Option<i32>,
+    /// `process/closed` has been sent.
+    pub closed: bool,
+    /// Always null (reserved by Codex).
+    pub failure: Option<String>,
+    /// Evidence of a sandbox refusal was seen.
+    pub sandbox_denied: bool,
+}
+
+/// Params of `process/write`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteParams {
+    /// The process handle.
+    pub process_id: String,
+    /// Base64 bytes to write to stdin.
+    pub chunk: String,
+    /// De-duplication key for retried writes.
+    #[serde(default)]
+    pub write_id: Option<String>,
+}
+
+/// Status of `process/write` and `process/closeStdin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WriteStatus {
+    /// Written (or already applied for this `writeId`).
+    Accepted,
+    /// No such process.
+    UnknownProcess,
+    /// No writable stdin.
+    StdinClosed,
+    /// The process is still being started.
+    Starting,
+}
+
+/// Params of `process/signal`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalParams {
+    /// The process handle.
+    pub process_id: String,
+    /// Signal name.
+    pub signal: SignalName,
+}
+
+/// The signals a client may send with `process/signal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SignalName {
+    /// SIGINT.
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+    /// SIGKILL.
+    Kill,
+    /// SIGHUP.
+    Hangup,
+    /// SIGQUIT.
+    Quit,
+    /// SIGUSR1.
+    User1,
+    /// SIGUSR2.
+    User2,
+}
+
+impl SignalName {
+    /// The Linux signal number.
+    pub fn number(self) -> i32 {
+        match self {
+            SignalName::Interrupt => libc::SIGINT,
+            SignalName::Terminate => libc::SIGTERM,
+            SignalName::Kill => libc::SIGKILL,
+            SignalName::Hangup => libc::SIGHUP,
+            SignalName::Quit => libc::SIGQUIT,
+            SignalName::User1 => libc::SIGUSR1,
+            SignalName::User2 => libc::SIGUSR2,
+        }
+    }
+}
+
+/// Params of `process/resize`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResizeParams {
+    /// The process handle.
+    pub process_id: String,
+    /// New row count.
+    pub rows: u16,
+    /// New column count.
+    pub cols: u16,
+}
+
+/// Resource usage reported on `process/exited`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Wall-clock time from spawn to exit.
+    pub wall_ms: u64,
+    /// User CPU time.
+    pub user_ms: u64,
+    /// System CPU time.
+    pub sys_ms: u64,
+    /// Peak resident set size.
+    pub max_rss_kb: u64,
+}

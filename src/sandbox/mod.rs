@@ -1,0 +1,6 @@
+//! The sandbox: the policy model and its enforcement. Until the enforcement lands, only
+//! unconfined execution exists and every confining policy is refused (fail closed).
+
+pub mod child;
+pub mod policy;
+pub mod probe;

@@ -1,0 +1,373 @@
+//! Method routing and handlers. Handlers validate params into protocol types, call into the
+//! process (and later fs) modules, and map failures to the exact errors of PROTOCOL.md.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::Server;
+use super::session::Session;
+use crate::paths::parse_wire_path;
+use crate::process::pump::{Pump, PumpConfig};
+use crate::process::resolve::resolve_program;
+use crate::process::spawn::{SpawnError, SpawnSpec, to_cstrings};
+use crate::process::table::{Lookup, Process};
+use crate::protocol::process::{
+    ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult, WriteParams,
+    WriteStatus,
+};
+use crate::protocol::sandbox::SANDBOX_TYPE_NONE;
+use crate::protocol::{ErrorCode, RpcError};
+use crate::sandbox::child::{ExecPlan, Stage};
+use crate::sandbox::policy;
+
+/// A handler's outcome, plus an optional gate fired once the response has been queued
+/// (`process/start` must not let notifications overtake its response).
+pub struct Reply {
+    /// The result or error.
+    pub result: Result<Value, RpcError>,
+    /// Fired after the response was queued.
+    pub after_send: Option<oneshot::Sender<()>>,
+}
+
+impl From<Result<Value, RpcError>> for Reply {
+    fn from(result: Result<Value, RpcError>) -> Self {
+        Reply {
+            result,
+            after_send: None,
+        }
+    }
+}
+
+const METHODS: &[&str] = &[
+    "environment/info",
+    "process/start",
+    "process/read",
+    "process/write",
+    "process/closeStdin",
+    "process/terminate",
+    "process/signal",
+    "process/resize",
+];
+
+/// True for methods that go through the handshake checks: the methods this server
+/// implements, and the `fs/` family (whose handshake errors PROTOCOL.md names; the ones not
+/// implemented answer -32601 after the handshake). Others get -32601 at once.
+pub fn is_known(method: &str) -> bool {
+    METHODS.contains(&method) || method.starts_with("fs/")
+}
+
+/// Decodes params, naming the offending field on failure (-32602).
+pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    if params.is_null() {
+        return Err(RpcError::invalid_params(
+            "invalid params: expected an object, got null",
+        ));
+    }
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            RpcError::invalid_params(format!("invalid params: {}", e.inner()))
+        } else {
+            RpcError::invalid_params(format!("invalid params: {path}: {}", e.inner()))
+        }
+    })
+}
+
+/// Routes one request (after the handshake checks).
+pub async fn handle(
+    server: &Arc<Server>,
+    session: &Arc<Session>,
+    method: &str,
+    params: Value,
+) -> Reply {
+    match method {
+        "environment/info" => {
+            Ok(serde_json::to_value(&server.host.environment).unwrap_or(Value::Null)).into()
+        }
+        "process/start" => start(server, session, params).await,
+        "process/read" => read(session, params).await.into(),
+        "process/write" => write(session, params).await.into(),
+        "process/closeStdin" => close_stdin(session, params).await.into(),
+        "process/terminate" => terminate(session, params).into(),
+        "process/signal" => signal(session, params).into(),
+        "process/resize" => resize(session, params).into(),
+        _ => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("method not found: {method}"),
+        ))
+        .into(),
+    }
+}
+
+fn live(session: &Session, id: &str) -> Result<Arc<Process>, RpcError> {
+    match session.processes.get(id) {
+        Lookup::Live(p) => Ok(p),
+        _ => Err(RpcError::invalid_request(format!(
+            "unknown process id {id}"
+        ))),
+    }
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<Vec<CString>, RpcError> {
+    env.iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(RpcError::invalid_params(format!(
+                    "invalid params: env: invalid variable name `{}`",
+                    k.escape_debug()
+                )));
+            }
+            if v.contains('\0') {
+                return Err(RpcError::invalid_params(format!(
+                    "invalid params: env.{k}: value contains a NUL byte"
+                )));
+            }
+            Ok(CString::new(format!("{k}={v}")).expect("checked for NUL"))
+        })
+        .collect()
+}
+
+fn spawn_error(program: &str, cwd: &std::path::Path, e: SpawnError) -> RpcError {
+    match e {
+        SpawnError::Child {
+            kind: Stage::Chdir,
+            source,
+            ..
+        } => RpcError::internal(format!(
+            "failed to spawn `{program}`: cannot enter cwd {}: {source}",
+            cwd.display()
+        )),
+        SpawnError::Child {
+            kind: Stage::Exec,
+            source,
+            ..
+        } => RpcError::internal(format!("failed to spawn `{program}`: {source}")),
+        other => RpcError::internal(format!("failed to spawn `{program}`: {other}")),
+    }
+}
+
+async fn start(server: &Arc<Server>, session: &Arc<Session>, params: Value) -> Reply {
+    match start_inner(server, session, params).await {
+        Ok((v, gate)) => Reply {
+            result: Ok(v),
+            after_send: Some(gate),
+        },
+        Err(e) => Reply {
+            result: Err(e),
+            after_send: None,
+        },
+    }
+}
+
+async fn start_inner(
+    server: &Arc<Server>,
+    session: &Arc<Session>,
+    params: Value,
+) -> Result<(Value, oneshot::Sender<()>), RpcError> {
+    let p: StartParams = parse_params(params)?;
+    if p.argv.is_empty() {
+        return Err(RpcError::invalid_params("argv must not be empty"));
+    }
+    let (cwd, _) = parse_wire_path(&p.cwd)
+        .map_err(|e| RpcError::invalid_params(format!("invalid params: cwd: {e}")))?;
+    let requested = policy::check_request(p.sandbox_policy.as_ref(), p.sandbox.as_ref())?;
+    if p.env_policy.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(RpcError::invalid_params(
+            "invalid params: envPolicy is not supported yet by this build",
+        ));
+    }
+    if p.enforce_managed_network == Some(true) {
+        return Err(RpcError::new(
+            ErrorCode::SandboxUnavailable,
+            "sandbox enforcement not available: enforceManagedNetwork requires network blocking, which this build cannot enforce",
+        ));
+    }
+    if p.limits
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        return Err(RpcError::new(
+            ErrorCode::SandboxUnavailable,
+            "resource limits are not available in this build",
+        ));
+    }
+    let envp = validate_env(&p.env)?;
+    let argv_c = to_cstrings("argv", &p.argv).map_err(RpcError::invalid_params)?;
+    let mut argv_c = argv_c;
+    if let Some(arg0) = &p.arg0 {
+        argv_c[0] = CString::new(arg0.as_bytes())
+            .map_err(|_| RpcError::invalid_params("invalid params: arg0: contains a NUL byte"))?;
+    }
+    let program_name = p.argv[0].clone();
+    match std::fs::metadata(&cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(RpcError::internal(format!(
+                "failed to spawn `{program_name}`: cwd {} is not a directory",
+                cwd.display()
+            )));
+        }
+        Err(e) => {
+            return Err(RpcError::internal(format!(
+                "failed to spawn `{program_name}`: cwd {}: {e}",
+                cwd.display()
+            )));
+        }
+    }
+    let program = resolve_program(&program_name, p.env.get("PATH").map(String::as_str), &cwd)
+        .map_err(|e| RpcError::internal(format!("failed to spawn `{program_name}`: {e}")))?;
+    let program_c = CString::new(program.as_os_str().as_bytes())
+        .map_err(|_| RpcError::invalid_params("invalid params: argv[0]: contains a NUL byte"))?;
+    let cwd_c = CString::new(cwd.as_os_str().as_bytes())
+        .map_err(|_| RpcError::invalid_params("invalid params: cwd: contains a NUL byte"))?;
+    let size = p.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
+    let spec = SpawnSpec {
+        plan: ExecPlan::new(program_c, argv_c, envp, cwd_c, p.tty),
+        tty: p.tty.then_some(size),
+        pipe_stdin: p.pipe_stdin && !p.tty,
+    };
+
+    if !session.processes.reserve(&p.process_id) {
+        return Err(RpcError::invalid_request(format!(
+            "process {} already exists",
+            p.process_id
+        )));
+    }
+    let started = Instant::now();
+    let spawned = match server.spawner.spawn(spec).await {
+        Ok(s) => s,
+        Err(e) => {
+            session.processes.unreserve(&p.process_id);
+            return Err(spawn_error(&program_name, &cwd, e));
+        }
+    };
+    let process = Arc::new(Process::new(
+        p.process_id.clone(),
+        spawned.pid,
+        spawned.keeper,
+        spawned.pty,
+        spawned.stdin,
+        server.config.retain_output_bytes,
+    ));
+    session.processes.insert(process.clone());
+    let (gate_tx, gate_rx) = oneshot::channel();
+    let pump = Pump {
+        process: process.clone(),
+        outputs: spawned.outputs,
+        status: spawned.status,
+        sink: session.sink.clone(),
+        gate: gate_rx,
+        table: Arc::downgrade(&session.processes),
+        config: PumpConfig {
+            close_grace: server.config.close_grace,
+            retain_exited: server.config.retain_exited,
+        },
+        started,
+    };
+    tokio::spawn(pump.run());
+    let _ = requested;
+    let report = json!({
+        "policy": "danger-full-access",
+        "enforcement": "none",
+        "landlockAbi": server.host.sandbox_support.landlock_abi,
+        "filesystem": "none",
+        "network": "allowed",
+        "hardening": false,
+        "degradations": [],
+    });
+    let result = StartResult {
+        process_id: p.process_id,
+        sandbox_type: SANDBOX_TYPE_NONE,
+        pid: spawned.pid,
+        sandbox: report,
+    };
+    let value = serde_json::to_value(result).map_err(|e| RpcError::internal(e.to_string()))?;
+    Ok((value, gate_tx))
+}
+
+/// Upper bound on `waitMs` (keeps deadline arithmetic far from overflow).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+async fn read(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: ReadParams = parse_params(params)?;
+    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let after = p.after_seq.unwrap_or(0);
+    let result = match session.processes.get(&p.process_id) {
+        Lookup::Unknown => {
+            return Err(RpcError::invalid_request(format!(
+                "unknown process id {}",
+                p.process_id
+            )));
+        }
+        Lookup::Starting => json!({"chunks": [], "nextSeq": 1, "exited": false, "exitCode": null,
+            "closed": false, "failure": null, "sandboxDenied": false}),
+        Lookup::Live(proc_) => {
+            let r = proc_.read(after, p.max_bytes, wait).await;
+            serde_json::to_value(r).map_err(|e| RpcError::internal(e.to_string()))?
+        }
+    };
+    Ok(result)
+}
+
+fn status(s: WriteStatus) -> Value {
+    json!({ "status": s })
+}
+
+async fn write(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: WriteParams = parse_params(params)?;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(p.chunk.as_bytes())
+        .map_err(|e| {
+            RpcError::invalid_params(format!("invalid params: chunk: invalid base64: {e}"))
+        })?;
+    Ok(match session.processes.get(&p.process_id) {
+        Lookup::Unknown => status(WriteStatus::UnknownProcess),
+        Lookup::Starting => status(WriteStatus::Starting),
+        Lookup::Live(proc_) => status(proc_.write(&data, p.write_id.as_deref()).await),
+    })
+}
+
+async fn close_stdin(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: ProcessRef = parse_params(params)?;
+    Ok(match session.processes.get(&p.process_id) {
+        Lookup::Unknown => status(WriteStatus::UnknownProcess),
+        Lookup::Starting => status(WriteStatus::Starting),
+        Lookup::Live(proc_) => status(proc_.close_stdin().await),
+    })
+}
+
+fn terminate(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: ProcessRef = parse_params(params)?;
+    let running = match session.processes.get(&p.process_id) {
+        Lookup::Live(proc_) => proc_.terminate(),
+        _ => false,
+    };
+    Ok(json!({ "running": running }))
+}
+
+fn signal(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: SignalParams = parse_params(params)?;
+    let proc_ = live(session, &p.process_id)?;
+    Ok(json!({ "delivered": proc_.signal(p.signal.number()) }))
+}
+
+fn resize(session: &Session, params: Value) -> Result<Value, RpcError> {
+    let p: ResizeParams = parse_params(params)?;
+    let proc_ = live(session, &p.process_id)?;
+    match proc_.resize(p.rows, p.cols) {
+        None => Err(RpcError::invalid_params(format!(
+            "process {} has no terminal (started without tty)",
+            p.process_id
+        ))),
+        Some(Err(e)) => Err(RpcError::internal(format!("resize failed: {e}"))),
+        Some(Ok(())) => Ok(json!({})),
+    }
+}

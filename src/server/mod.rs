@@ -1,0 +1,51 @@
+//! The server: connection state machine, sessions and method routing.
+
+pub mod connection;
+pub mod hostinfo;
+pub mod methods;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::ServerConfig;
+use crate::process::spawn::Spawner;
+use session::Sessions;
+
+/// Messages queued for one connection's writer.
+pub type Outbox = mpsc::Sender<Value>;
+
+/// Shared server state: configuration, the spawner thread and the session table.
+pub struct Server {
+    /// Settings.
+    pub config: ServerConfig,
+    /// The thread that forks keepers.
+    pub spawner: Arc<Spawner>,
+    /// All sessions (the only global mutable state).
+    pub sessions: Arc<Sessions>,
+    /// Host description for `initialize` and `environment/info`.
+    pub host: hostinfo::HostInfo,
+}
+
+impl Server {
+    /// Builds a server (starts the spawner thread).
+    pub fn new(config: ServerConfig) -> std::io::Result<Arc<Server>> {
+        Ok(Arc::new(Server {
+            config,
+            spawner: Spawner::start()?,
+            sessions: Arc::new(Sessions::default()),
+            host: hostinfo::HostInfo::probe(),
+        }))
+    }
+
+    /// Kills every process of every session and waits (bounded) until their keepers are
+    /// reaped. Used on SIGTERM and at the end of a stdio connection.
+    pub async fn shutdown(&self) {
+        for session in self.sessions.all() {
+            session.kill_all(Duration::from_secs(5)).await;
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The WebSocket transport: one JSON message per WebSocket message, with Origin refusal and
+//! optional bearer-token authentication checked during the upgrade.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::Frame;
+use crate::server::Server;
+use crate::server::connection::{self, ConnKind, JsonRpcMode, encode_outgoing};
+
+/// Upgrade checks.
+#[derive(Debug, Clone, Default)]
+pub struct WsSecurity {
+    /// Origins allowed to connect (`--allow-origin`); any other `Origin` header → 403.
+    pub allowed_origins: Vec<String>,
+    /// Required bearer token (`--ws-token-file`); missing or wrong → 401.
+    pub token: Option<String>,
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An `Origin` header that is not allowed (HTTP 403).
+    Origin,
+    /// A missing or wrong bearer token (HTTP 401).
+    Token,
+}
+
+impl Refusal {
+    fn response(self) -> ErrorResponse {
+        let (status, text) = match self {
+            Refusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
+            Refusal::Token => (StatusCode::UNAUTHORIZED, "missing or invalid bearer token"),
+        };
+        let mut r = ErrorResponse::new(Some(text.to_string()));
+        *r.status_mut() = status;
+        r
+    }
+}
+
+/// Decides whether an upgrade request may proceed.
+pub fn check_upgrade(sec: &WsSecurity, req: &Request) -> Result<(), Refusal> {
+    if let Some(origin) = req.headers().get("origin") {
+        let origin = origin.to_str().unwrap_or("");
+        if !sec.allowed_origins.iter().any(|o| o == origin) {
+            return Err(Refusal::Origin);
+        }
+    }
+    if let Some(token) = &sec.token {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Err(Refusal::Token);
+        }
+    }
+    Ok(())
+}
+
+/// Accepts connections forever.
+pub async fn run(server: Arc<Server>, listener: TcpListener, sec: WsSecurity) {
+    let sec = Arc::new(sec);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let server = server.clone();
+        let sec = sec.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_socket(server, stream, peer, &sec).await {
+                tracing::debug!(%peer, error = %e, "websocket connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_socket(
+    server: Arc<Server>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    sec: &WsSecurity,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let _ = stream.set_nodelay(true);
+    let limit = server.config.max_message_bytes;
+    // tungstenite buffers a whole message before we can look at it, so it gets a hard cap
+    // above the protocol limit: messages between the two are refused with an error and the
+    // connection survives; beyond the cap the connection is closed (bounded memory).
+    let hard_cap = limit.saturating_mul(2).max(limit.saturating_add(1 << 20));
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(hard_cap))
+        .max_frame_size(Some(hard_cap));
+    #[allow(clippy::result_large_err)] // the callback signature is tungstenite's
+    let callback = |req: &Request, resp: Response| match check_upgrade(sec, req) {
+        Ok(()) => Ok(resp),
+        Err(refusal) => Err(refusal.response()),
+    };
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
+    tracing::debug!(%peer, "websocket connected");
+    let (mut sink, mut source) = ws.split();
+    let (frame_tx, frame_rx) = mpsc::channel::<Frame>(16);
+    let (out_tx, mut out_rx) = mpsc::channel(server.config.outbox_capacity);
+    let mode: JsonRpcMode = Default::default();
+    let writer_mode = mode.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let text = encode_outgoing(msg, &writer_mode);
+            if sink.send(Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = source.next().await {
+            let bytes = match msg {
+                Ok(Message::Text(t)) => t.as_bytes().to_vec(),
+                Ok(Message::Binary(b)) => b.to_vec(),
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            let frame = if bytes.len() > limit {
+                Frame::TooLarge
+            } else {
+                Frame::Message(bytes)
+            };
+            if frame_tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    connection::serve(server, frame_rx, out_tx, mode, ConnKind::WebSocket).await;
+    reader.abort();
+    writer.abort();
+    Ok(())
+}
