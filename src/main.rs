@@ -6,6 +6,7 @@ use tokio::io::AsyncWriteExt;
 
 use stockade::cli::{Cli, Command, ServeArgs};
 use stockade::config::ServerConfig;
+use stockade::process::zygote::Zygote;
 use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
 use stockade::transport::{stdio, ws};
@@ -59,12 +60,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retain_exited: Duration::from_millis(args.retain_exited_ms),
         ..ServerConfig::default()
     };
+    // Before any thread exists: the zygote must be forked from a single-threaded process.
+    let zygote = Zygote::start().context("starting the zygote process")?;
+    // After the zygote fork, so that children keep the limit the server was started with.
+    stockade::process::sys::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let server = Server::new(config).context("starting the spawner thread")?;
+        let server = Server::new(config, zygote).context("starting the spawner thread")?;
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -210,7 +210,10 @@ async fn ws_disconnect_mid_stream_keeps_retained_output_bounded() {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while std::time::Instant::now() < deadline {
         let r = c
-            .ok("process/read", json!({"processId": "y", "afterSeq": after, "waitMs": 500}))
+            .ok(
+                "process/read",
+                json!({"processId": "y", "afterSeq": after, "waitMs": 500}),
+            )
             .await;
         after = r["nextSeq"].as_u64().unwrap() - 1;
         if r["exited"] == true {

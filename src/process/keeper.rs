@@ -7,8 +7,8 @@
 //! `PR_SET_PDEATHSIG` when the server dies, it SIGKILLs its children over and over until it
 //! has none, then exits.
 //!
-//! Protocol on the status pipe (native endian): the target pid as `i64`, then, when the
-//! target exits, an [`ExitRecord`]. The keeper exits once the target is reaped and it has no
+//! Protocol on the status pipe (native endian): the keeper's pid and the target pid as `i64`s,
+//! then, when the target exits, an [`ExitRecord`]. The keeper exits once the target is reaped and it has no
 //! children left.
 //!
 //! Everything here runs between fork and `_exit`: async-signal-safe syscalls only.
@@ -195,12 +195,48 @@ fn timeval_us(t: libc::timeval) -> i64 {
     t.tv_sec * 1_000_000 + t.tv_usec
 }
 
+/// Size of the stack the target uses between clone and exec.
+const TARGET_STACK: usize = 256 * 1024;
+
+struct TargetArgs<'a> {
+    plan: &'a ExecPlan,
+    fds: &'a ChildFds,
+}
+
+extern "C" fn target_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to a TargetArgs that outlives the child (the keeper is suspended
+    // by CLONE_VFORK until the child execs or exits).
+    unsafe {
+        let args = &*(arg as *const TargetArgs);
+        child::exec_target(args.plan, args.fds)
+    }
+}
+
+/// Starts the target sharing the keeper's memory until it execs (`CLONE_VM | CLONE_VFORK`,
+/// as `posix_spawn` does): no page tables are copied. Returns the pid, or -1 with errno set.
+unsafe fn spawn_target(plan: &ExecPlan, fds: &ChildFds) -> libc::pid_t {
+    // The keeper is single-threaded and forked from the zygote, so it may allocate.
+    let mut stack = vec![0u8; TARGET_STACK];
+    let args = TargetArgs { plan, fds };
+    // SAFETY: the stack is live and 16-byte aligned at its top; the keeper waits (VFORK).
+    unsafe {
+        let top = stack.as_mut_ptr().add(TARGET_STACK);
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            target_entry,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const TargetArgs as *mut libc::c_void,
+        )
+    }
+}
+
 /// The keeper's whole life. Never returns.
 ///
 /// # Safety
-/// Must only be called in a freshly forked child of a (possibly multi-threaded) server, with
-/// every signal blocked, and with `plan`/`fds` prepared before the fork.
-pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, server_pid: libc::pid_t) -> ! {
+/// Must only be called in a freshly forked child with every signal blocked, with `plan`/`fds`
+/// prepared before the fork.
+pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, parent_pid: libc::pid_t) -> ! {
     // SAFETY: async-signal-safe syscalls only, on data prepared before the fork.
     unsafe {
         // Own process group: terminal signals aimed at the server's group do not reach us.
@@ -212,8 +248,8 @@ pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, server_pid: libc::pid
             0,
             0,
         );
-        // The server may have died before PDEATHSIG was armed.
-        let mut kill_mode = libc::getppid() != server_pid;
+        // The parent (the zygote) may have died before PDEATHSIG was armed.
+        let mut kill_mode = libc::getppid() != parent_pid;
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
         // Default dispositions everywhere (the server ignores SIGPIPE, and an ignored SIGCHLD
         // would auto-reap). Signals stay blocked; the target unblocks them before exec.
@@ -226,14 +262,14 @@ pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, server_pid: libc::pid
             fds.status_pipe,
         ]);
 
-        let target = libc::fork();
+        let target = spawn_target(plan, fds);
         if target < 0 {
             child::fail(fds.error_pipe, Stage::Fork, errno());
         }
-        if target == 0 {
-            child::exec_target(plan, fds);
-        }
-        write_all(fds.status_pipe, &(target as i64).to_ne_bytes());
+        let mut ids = [0u8; 16];
+        ids[..8].copy_from_slice(&(libc::getpid() as i64).to_ne_bytes());
+        ids[8..].copy_from_slice(&(target as i64).to_ne_bytes());
+        write_all(fds.status_pipe, &ids);
         libc::close(fds.stdin);
         libc::close(fds.stdout);
         libc::close(fds.stderr);

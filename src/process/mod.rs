@@ -8,5 +8,6 @@ pub mod resolve;
 pub mod spawn;
 pub mod sys;
 pub mod table;
+pub mod zygote;
 
 pub use table::ProcessTable;

@@ -17,6 +17,7 @@ use super::sys::AsyncPipe;
 use super::table::{Process, ProcessTable};
 use crate::protocol::envelope::notification;
 use crate::protocol::process::Usage;
+use crate::server::OutMessage;
 use crate::server::session::SessionSink;
 
 /// Timing knobs of the pump.
@@ -28,13 +29,29 @@ pub struct PumpConfig {
     pub retain_exited: Duration,
 }
 
-/// Size of one read from an output fd.
-const READ_CHUNK: usize = 64 * 1024;
+/// Size of one read from an output fd. One buffer per process serves both streams (memory
+/// for many concurrent processes stays bounded); pipes are enlarged to match.
+const READ_CHUNK: usize = 128 * 1024;
 
-async fn read_from(pipe: Option<&Arc<AsyncPipe>>, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn ready(pipe: Option<&Arc<AsyncPipe>>) -> std::io::Result<()> {
     match pipe {
-        Some(p) => p.read(buf).await,
+        Some(p) => p.readable().await,
         None => std::future::pending().await,
+    }
+}
+
+/// What one readiness event produced.
+enum Read {
+    Data(usize),
+    Spurious,
+    Eof,
+}
+
+fn read_now(pipe: Option<&Arc<AsyncPipe>>, buf: &mut [u8]) -> Read {
+    match pipe.map(|p| p.try_read(buf)) {
+        Some(Ok(Some(0))) | Some(Err(_)) | None => Read::Eof,
+        Some(Ok(Some(n))) => Read::Data(n),
+        Some(Ok(None)) => Read::Spurious,
     }
 }
 
@@ -86,8 +103,7 @@ impl Pump {
         let mut open = [!outputs.is_empty(), outputs.len() > 1];
         let (stream0, pipe0) = (outputs.first().map(|o| o.0), outputs.first().map(|o| &o.1));
         let (stream1, pipe1) = (outputs.get(1).map(|o| o.0), outputs.get(1).map(|o| &o.1));
-        let mut buf0 = vec![0u8; READ_CHUNK];
-        let mut buf1 = vec![0u8; READ_CHUNK];
+        let mut buf = vec![0u8; READ_CHUNK];
         let mut exited = false;
         let mut grace_fired = 0;
         let far = Duration::from_secs(86400 * 365);
@@ -97,12 +113,14 @@ impl Pump {
         while !(exited && !open[0] && !open[1]) {
             tokio::select! {
                 biased;
-                r = read_from(pipe0, &mut buf0), if open[0] => match r {
-                    Ok(n) if n > 0 => emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf0[..n]).await,
+                r = ready(pipe0), if open[0] => match r.map(|_| read_now(pipe0, &mut buf)) {
+                    Ok(Read::Data(n)) => emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf[..n]).await,
+                    Ok(Read::Spurious) => {}
                     _ => open[0] = false,
                 },
-                r = read_from(pipe1, &mut buf1), if open[1] => match r {
-                    Ok(n) if n > 0 => emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf1[..n]).await,
+                r = ready(pipe1), if open[1] => match r.map(|_| read_now(pipe1, &mut buf)) {
+                    Ok(Read::Data(n)) => emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf[..n]).await,
+                    Ok(Read::Spurious) => {}
                     _ => open[1] = false,
                 },
                 rec = &mut exit_rx, if !exited => {
@@ -150,14 +168,28 @@ impl Pump {
 }
 
 async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data: &[u8]) {
-    let chunk = base64::engine::general_purpose::STANDARD.encode(data);
     let seq = process.state().push_output(stream, data.to_vec());
     process.notify_changed();
-    sink.send(notification(
-        "process/output",
-        json!({"processId": process.id, "seq": seq, "stream": stream.name(), "chunk": chunk}),
-    ))
-    .await;
+    // Built by hand: base64 needs no JSON escaping, and this is the hot path for streaming.
+    let id = serde_json::to_string(&process.id).unwrap_or_else(|_| "\"\"".into());
+    let b64_len = data.len().div_ceil(3) * 4;
+    let mut msg = String::with_capacity(b64_len + id.len() + 96);
+    msg.push_str("{\"method\":\"process/output\",\"params\":{\"processId\":");
+    msg.push_str(&id);
+    msg.push_str(",\"seq\":");
+    msg.push_str(&seq.to_string());
+    msg.push_str(",\"stream\":\"");
+    msg.push_str(stream.name());
+    msg.push_str("\",\"chunk\":\"");
+    // encode_slice into an exact-size buffer is several times faster than encode_string.
+    let mut encoded = vec![0u8; b64_len];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut encoded)
+        .unwrap_or(0);
+    encoded.truncate(n);
+    msg.push_str(std::str::from_utf8(&encoded).unwrap_or(""));
+    msg.push_str("\"}}");
+    sink.send(OutMessage(msg)).await;
 }
 
 async fn emit_exited(

@@ -1,24 +1,23 @@
-//! Spawning: fds and the exec plan are prepared in the parent, then one long-lived thread
-//! forks the keeper (see [`super::keeper`]). Forking from one thread matters because
-//! `PR_SET_PDEATHSIG` fires when the *thread* that forked exits.
+//! Spawning: the server prepares the fds and the request, the zygote forks a keeper (see
+//! [`super::zygote`] and [`super::keeper`]), and the keeper forks and execs the program.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
-use tokio::sync::oneshot;
+use tokio::sync::Semaphore;
 
-use super::keeper;
 use super::sys::{self, AsyncPipe, PidFd};
-use crate::sandbox::child::{ChildFds, ExecPlan, Stage};
+use super::zygote::{self, KeeperRequest, Zygote};
+use crate::sandbox::child::{ChildFds, Stage};
 
 /// What to start.
 pub struct SpawnSpec {
-    /// The prepared exec plan (program, argv, env, cwd, tty flag).
-    pub plan: ExecPlan,
+    /// Program, argv, environment, cwd and tty flag, as the keeper will use them.
+    pub request: KeeperRequest,
     /// Terminal size when running on a PTY.
     pub tty: Option<(u16, u16)>,
     /// Keep a writable stdin pipe (non-tty).
@@ -86,44 +85,37 @@ pub enum SpawnError {
     },
 }
 
-struct Job {
-    plan: ExecPlan,
-    fds: ChildFds,
-    reply: oneshot::Sender<io::Result<libc::pid_t>>,
-}
-
-/// The thread that forks keepers.
+/// Sends spawn requests to the zygote's idle keepers.
 pub struct Spawner {
-    tx: Mutex<mpsc::Sender<Job>>,
+    sock: AsyncFd<OwnedFd>,
+    /// Bounds requests in flight (each carries fds, and the kernel limits fds in flight).
+    in_flight: Semaphore,
 }
 
 impl Spawner {
-    /// Starts the spawner thread.
-    pub fn start() -> io::Result<Arc<Spawner>> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        // SAFETY: getpid has no preconditions.
-        let server_pid = unsafe { libc::getpid() };
-        std::thread::Builder::new()
-            .name("stockade-spawner".into())
-            .spawn(move || {
-                sys::block_all_signals_in_this_thread();
-                while let Ok(job) = rx.recv() {
-                    // SAFETY: the child branch only runs async-signal-safe code
-                    // (keeper_main) on data prepared before the fork.
-                    let pid = unsafe { libc::fork() };
-                    if pid == 0 {
-                        // SAFETY: we are the freshly forked child with all signals blocked.
-                        unsafe { keeper::keeper_main(&job.plan, &job.fds, server_pid) };
-                    }
-                    let res = if pid < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(pid)
-                    };
-                    let _ = job.reply.send(res);
+    /// Wraps a started zygote.
+    pub fn start(zygote: Zygote) -> io::Result<Arc<Spawner>> {
+        let fd = zygote.socket().try_clone()?;
+        // SAFETY: we own the duplicate; it stays registered until the spawner is dropped.
+        let sock = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        drop(zygote);
+        Ok(Arc::new(Spawner {
+            sock,
+            in_flight: Semaphore::new(16),
+        }))
+    }
+
+    async fn send(&self, len: u32, fds: &[i32]) -> io::Result<()> {
+        loop {
+            match zygote::send_request(self.sock.get_ref().as_raw_fd(), len, fds) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut guard = self.sock.writable().await?;
+                    guard.clear_ready();
                 }
-            })?;
-        Ok(Arc::new(Spawner { tx: Mutex::new(tx) }))
+                other => return other,
+            }
+        }
     }
 
     /// Starts a process. On error nothing is left running.
@@ -150,6 +142,7 @@ impl Spawner {
         } else {
             let (out_r, out_w) = sys::pipe().map_err(setup("stdout pipe"))?;
             let (errout_r, errout_w) = sys::pipe().map_err(setup("stderr pipe"))?;
+            sys::enlarge_pipe(&out_r, 128 * 1024);
             outputs.push((
                 Stream::Stdout,
                 Arc::new(AsyncPipe::new(out_r, false).map_err(setup("stdout pipe"))?),
@@ -182,31 +175,45 @@ impl Spawner {
             error_pipe: err_w.as_raw_fd(),
             status_pipe: status_w.as_raw_fd(),
         };
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            plan: spec.plan,
-            fds,
-            reply,
-        };
-        let sent = self
-            .tx
-            .lock()
-            .map_err(|_| io::Error::other("spawner poisoned"))
-            .and_then(|tx| tx.send(job).map_err(|_| io::Error::other("spawner gone")));
-        sent.map_err(setup("spawner"))?;
-        let keeper_pid = rx
+        let memfd = Zygote::request_memfd(&spec.request).map_err(setup("request memfd"))?;
+        let len = spec.request.encode().len() as u32;
+        let _permit = self
+            .in_flight
+            .acquire()
             .await
-            .map_err(|_| io::Error::other("spawner gone"))
-            .and_then(|r| r)
-            .map_err(setup("fork"))?;
+            .map_err(|_| setup("spawner")(io::Error::other("closed")))?;
+        let raw = [
+            fds.stdin,
+            fds.stdout,
+            fds.stderr,
+            fds.error_pipe,
+            fds.status_pipe,
+            memfd.as_raw_fd(),
+        ];
+        self.send(len, &raw).await.map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
-        drop((child_stdin, child_stdout, child_stderr, err_w, status_w));
-        let keeper = PidFd::open(keeper_pid);
+        drop((
+            child_stdin,
+            child_stdout,
+            child_stderr,
+            err_w,
+            status_w,
+            memfd,
+        ));
 
         let mut status = pipe::Receiver::from_owned_fd(status_r).map_err(setup("status pipe"))?;
         let mut err = pipe::Receiver::from_owned_fd(err_r).map_err(setup("error pipe"))?;
-        let mut pid_buf = [0u8; 8];
-        let pid_read = status.read_exact(&mut pid_buf).await;
+        let mut ids = [0u8; 16];
+        if status.read_exact(&mut ids).await.is_err() {
+            // The keeper died before reporting (e.g. the zygote is gone).
+            return Err(setup("keeper")(io::Error::other(
+                "the keeper exited before starting the program",
+            )));
+        }
+        let keeper_pid = i64::from_ne_bytes(ids[..8].try_into().unwrap()) as i32;
+        let keeper = PidFd::open(keeper_pid);
+        let pid_buf: [u8; 8] = ids[8..].try_into().unwrap();
+        let pid_read: io::Result<()> = Ok(());
         let mut report = Vec::new();
         let _ = err.read_to_end(&mut report).await;
         if report.len() >= 8 || pid_read.is_err() {
@@ -237,12 +244,4 @@ impl Spawner {
             status,
         })
     }
-}
-
-/// Converts strings to `CString`s, naming the field on an interior NUL.
-pub fn to_cstrings(field: &str, items: &[String]) -> Result<Vec<CString>, String> {
-    items
-        .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| format!("{field}: contains a NUL byte")))
-        .collect()
 }

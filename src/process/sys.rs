@@ -23,6 +23,35 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Asks the kernel for a larger pipe buffer (best effort: fewer, larger reads when streaming).
+pub fn enlarge_pipe(fd: &OwnedFd, bytes: i32) {
+    // SAFETY: F_SETPIPE_SZ only changes the pipe's capacity.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
+}
+
+/// A non-blocking duplicate of the server's stdin or stdout (`fd` 0 or 1) when it is a pipe
+/// or socket (the usual case for a launcher); `None` for terminals and files, which must stay
+/// blocking (tokio's stdio, through its blocking pool, is used for those).
+pub fn nonblocking_std(fd: RawFd) -> Option<AsyncPipe> {
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return None;
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO && kind != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we own.
+    let fd = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    AsyncPipe::new(fd, false).ok()
+}
+
 /// Opens `/dev/null` read-only, close-on-exec.
 pub fn dev_null() -> io::Result<OwnedFd> {
     // SAFETY: open with a static C string.
@@ -94,6 +123,22 @@ pub fn kill_group(pgid: libc::pid_t, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft fd limit to the hard limit: every process costs the server about five fds
+/// (output pipes, status pipe, pidfd, stdin), and 1024 is a common soft default.
+pub fn raise_fd_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
 /// Makes sure fds 0, 1 and 2 are open (on `/dev/null` if not), so that every fd the server
 /// creates later is >= 3. Call once at startup, before any thread is spawned.
 pub fn ensure_std_fds() {
@@ -160,32 +205,19 @@ impl PidFd {
         Ok(true)
     }
 
-    /// Waits for the process to exit and reaps it; returns the raw wait status.
-    pub async fn wait(&self) -> io::Result<i32> {
+    /// Waits until the process has exited (it is reaped by its parent, the zygote).
+    pub async fn wait(&self) -> io::Result<()> {
         if let Some(fd) = &self.fd {
+            // A pidfd becomes readable when the process exits.
             let _ = fd.readable().await?;
-            return waitpid_blocking(self.pid);
+            return Ok(());
         }
-        let pid = self.pid;
-        tokio::task::spawn_blocking(move || waitpid_blocking(pid))
-            .await
-            .map_err(io::Error::other)?
-    }
-}
-
-fn waitpid_blocking(pid: libc::pid_t) -> io::Result<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
+        // Without pidfds: poll until the pid is gone (the zygote reaps within ~200 ms).
+        // SAFETY: kill with signal 0 only checks existence.
+        while unsafe { libc::kill(self.pid, 0) } == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        return Ok(status);
+        Ok(())
     }
 }
 
@@ -214,6 +246,39 @@ impl AsyncPipe {
     /// The raw fd (for ioctls).
     pub fn raw(&self) -> RawFd {
         self.fd.get_ref().as_raw_fd()
+    }
+
+    /// Waits until the fd is readable (or at EOF/error). Cancel-safe.
+    pub async fn readable(&self) -> io::Result<()> {
+        let _ = self.fd.readable().await?;
+        Ok(())
+    }
+
+    /// Reads without waiting: `Ok(None)` when nothing is available, `Ok(Some(0))` at EOF.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // tokio's try_io clears the cached readiness on WouldBlock, so the next
+            // `readable` really waits.
+            let r = self.fd.try_io(tokio::io::Interest::READABLE, |inner| {
+                // SAFETY: reading into a valid mutable slice.
+                let n =
+                    unsafe { libc::read(inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.eio_is_eof => {
+                    return Ok(Some(0));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Reads once; `Ok(0)` is EOF. Cancel-safe.
@@ -274,16 +339,5 @@ impl AsyncPipe {
             }
         }
         Ok(())
-    }
-}
-
-/// Blocks every signal in the calling thread (the spawner thread: forked keepers then start
-/// with every signal blocked, so no inherited handler can run in them).
-pub fn block_all_signals_in_this_thread() {
-    // SAFETY: sigset manipulation on a local value.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
 }

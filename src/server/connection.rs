@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::methods::{self, Reply};
 use super::session::Session;
-use super::{Outbox, Server};
+use super::{OutMessage, Outbox, Server};
 use crate::protocol::RpcError;
 use crate::protocol::envelope::{self, Incoming, error_response, response};
 use crate::protocol::handshake::{InitializeParams, InitializeResult, StockadeInfo};
@@ -25,14 +25,15 @@ pub enum ConnKind {
 /// Whether `"jsonrpc": "2.0"` is added to outgoing messages, decided by the first message.
 pub type JsonRpcMode = Arc<OnceLock<bool>>;
 
-/// Serializes an outgoing message, adding `"jsonrpc"` when the connection asked for it.
-pub fn encode_outgoing(mut message: Value, mode: &JsonRpcMode) -> String {
-    if mode.get().copied().unwrap_or(false)
-        && let Value::Object(map) = &mut message
-    {
-        map.insert("jsonrpc".into(), json!("2.0"));
+/// Finishes an outgoing message, adding `"jsonrpc"` when the connection asked for it.
+pub fn encode_outgoing(message: OutMessage, mode: &JsonRpcMode) -> String {
+    let text = message.0;
+    if mode.get().copied().unwrap_or(false) && text.starts_with('{') {
+        let sep = if text.len() > 2 { "," } else { "" };
+        format!("{{\"jsonrpc\":\"2.0\"{sep}{}", &text[1..])
+    } else {
+        text
     }
-    serde_json::to_string(&message).unwrap_or_else(|_| "{}".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +78,7 @@ pub async fn serve(
                 let e = RpcError::invalid_request(format!(
                     "message exceeds the maximum size of {limit} bytes"
                 ));
-                let _ = outbox.send(error_response(json!(-1), &e)).await;
+                let _ = outbox.send(error_response(json!(-1), &e).into()).await;
                 continue;
             }
             Frame::Message(b) => b,
@@ -86,7 +87,7 @@ pub async fn serve(
             Ok(d) => d,
             Err(e) => {
                 let e = RpcError::invalid_request(format!("invalid JSON: {e}"));
-                let _ = outbox.send(error_response(json!(-1), &e)).await;
+                let _ = outbox.send(error_response(json!(-1), &e).into()).await;
                 continue;
             }
         };
@@ -109,7 +110,7 @@ pub async fn serve(
                         Ok(v) => response(id, v),
                         Err(e) => error_response(id, &e),
                     };
-                    let _ = outbox.send(msg).await;
+                    let _ = outbox.send(msg.into()).await;
                     continue;
                 }
                 if !methods::is_known(&method) {
@@ -117,11 +118,11 @@ pub async fn serve(
                         crate::protocol::ErrorCode::MethodNotFound,
                         format!("method not found: {method}"),
                     );
-                    let _ = outbox.send(error_response(id, &e)).await;
+                    let _ = outbox.send(error_response(id, &e).into()).await;
                     continue;
                 }
                 if let Some(e) = handshake_error(state, &method) {
-                    let _ = outbox.send(error_response(id, &e)).await;
+                    let _ = outbox.send(error_response(id, &e).into()).await;
                     continue;
                 }
                 let Some(session) = session.clone() else {
@@ -136,7 +137,7 @@ pub async fn serve(
                         Ok(v) => response(id, v),
                         Err(e) => error_response(id, &e),
                     };
-                    let _ = outbox.send(msg).await;
+                    let _ = outbox.send(msg.into()).await;
                     if let Some(gate) = after_send {
                         let _ = gate.send(());
                     }
@@ -159,7 +160,7 @@ pub async fn serve(
             Incoming::Invalid { id, reason } => {
                 let e = RpcError::invalid_request(format!("invalid request: {reason}"));
                 let _ = outbox
-                    .send(error_response(id.unwrap_or(json!(-1)), &e))
+                    .send(error_response(id.unwrap_or(json!(-1)), &e).into())
                     .await;
             }
         }

@@ -2,7 +2,6 @@
 //! process (and later fs) modules, and map failures to the exact errors of PROTOCOL.md.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,15 +16,16 @@ use super::session::Session;
 use crate::paths::parse_wire_path;
 use crate::process::pump::{Pump, PumpConfig};
 use crate::process::resolve::resolve_program;
-use crate::process::spawn::{SpawnError, SpawnSpec, to_cstrings};
+use crate::process::spawn::{SpawnError, SpawnSpec};
 use crate::process::table::{Lookup, Process};
+use crate::process::zygote::KeeperRequest;
 use crate::protocol::process::{
     ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult, WriteParams,
     WriteStatus,
 };
 use crate::protocol::sandbox::SANDBOX_TYPE_NONE;
 use crate::protocol::{ErrorCode, RpcError};
-use crate::sandbox::child::{ExecPlan, Stage};
+use crate::sandbox::child::Stage;
 use crate::sandbox::policy;
 
 /// A handler's outcome, plus an optional gate fired once the response has been queued
@@ -116,7 +116,7 @@ fn live(session: &Session, id: &str) -> Result<Arc<Process>, RpcError> {
     }
 }
 
-fn validate_env(env: &BTreeMap<String, String>) -> Result<Vec<CString>, RpcError> {
+fn validate_env(env: &BTreeMap<String, String>) -> Result<Vec<Vec<u8>>, RpcError> {
     env.iter()
         .map(|(k, v)| {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -130,7 +130,7 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<Vec<CString>, RpcError
                     "invalid params: env.{k}: value contains a NUL byte"
                 )));
             }
-            Ok(CString::new(format!("{k}={v}")).expect("checked for NUL"))
+            Ok(format!("{k}={v}").into_bytes())
         })
         .collect()
 }
@@ -200,11 +200,19 @@ async fn start_inner(
         ));
     }
     let envp = validate_env(&p.env)?;
-    let argv_c = to_cstrings("argv", &p.argv).map_err(RpcError::invalid_params)?;
-    let mut argv_c = argv_c;
+    if p.argv.iter().any(|a| a.contains('\0')) {
+        return Err(RpcError::invalid_params(
+            "invalid params: argv: contains a NUL byte",
+        ));
+    }
+    let mut argv: Vec<Vec<u8>> = p.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
     if let Some(arg0) = &p.arg0 {
-        argv_c[0] = CString::new(arg0.as_bytes())
-            .map_err(|_| RpcError::invalid_params("invalid params: arg0: contains a NUL byte"))?;
+        if arg0.contains('\0') {
+            return Err(RpcError::invalid_params(
+                "invalid params: arg0: contains a NUL byte",
+            ));
+        }
+        argv[0] = arg0.as_bytes().to_vec();
     }
     let program_name = p.argv[0].clone();
     match std::fs::metadata(&cwd) {
@@ -224,13 +232,15 @@ async fn start_inner(
     }
     let program = resolve_program(&program_name, p.env.get("PATH").map(String::as_str), &cwd)
         .map_err(|e| RpcError::internal(format!("failed to spawn `{program_name}`: {e}")))?;
-    let program_c = CString::new(program.as_os_str().as_bytes())
-        .map_err(|_| RpcError::invalid_params("invalid params: argv[0]: contains a NUL byte"))?;
-    let cwd_c = CString::new(cwd.as_os_str().as_bytes())
-        .map_err(|_| RpcError::invalid_params("invalid params: cwd: contains a NUL byte"))?;
     let size = p.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
     let spec = SpawnSpec {
-        plan: ExecPlan::new(program_c, argv_c, envp, cwd_c, p.tty),
+        request: KeeperRequest {
+            program: program.as_os_str().as_bytes().to_vec(),
+            argv,
+            envp,
+            cwd: cwd.as_os_str().as_bytes().to_vec(),
+            tty: p.tty,
+        },
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
     };

@@ -13,10 +13,22 @@ use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
 use crate::process::spawn::Spawner;
+use crate::process::zygote::Zygote;
 use session::Sessions;
 
+/// One serialized outgoing message: a JSON object without the `jsonrpc` field (the writer
+/// adds it when the connection asked for it).
+#[derive(Debug, Clone)]
+pub struct OutMessage(pub String);
+
+impl From<Value> for OutMessage {
+    fn from(v: Value) -> Self {
+        OutMessage(serde_json::to_string(&v).unwrap_or_else(|_| "{}".into()))
+    }
+}
+
 /// Messages queued for one connection's writer.
-pub type Outbox = mpsc::Sender<Value>;
+pub type Outbox = mpsc::Sender<OutMessage>;
 
 /// Shared server state: configuration, the spawner thread and the session table.
 pub struct Server {
@@ -31,11 +43,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds a server (starts the spawner thread).
-    pub fn new(config: ServerConfig) -> std::io::Result<Arc<Server>> {
+    /// Builds a server around a started zygote (see [`crate::process::zygote`]).
+    pub fn new(config: ServerConfig, zygote: Zygote) -> std::io::Result<Arc<Server>> {
         Ok(Arc::new(Server {
             config,
-            spawner: Spawner::start()?,
+            spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),
             host: hostinfo::HostInfo::probe(),
         }))

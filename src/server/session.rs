@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use super::Outbox;
+use super::{OutMessage, Outbox};
 use crate::process::ProcessTable;
 use crate::protocol::{ErrorCode, RpcError};
 
@@ -22,10 +20,10 @@ impl SessionSink {
 
     /// Sends a notification if a connection is attached. Waits when the connection's queue
     /// is full (back-pressure on the producing process), never while holding a lock.
-    pub async fn send(&self, message: Value) {
+    pub async fn send(&self, message: impl Into<OutMessage>) {
         let outbox = self.slot().clone();
         if let Some(outbox) = outbox {
-            let _ = outbox.send(message).await;
+            let _ = outbox.send(message.into()).await;
         }
     }
 

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::Frame;
 use super::lines::LineDecoder;
+use crate::process::sys::nonblocking_std;
 use crate::server::Server;
 use crate::server::connection::{self, ConnKind, JsonRpcMode, encode_outgoing};
 
@@ -18,12 +19,18 @@ pub async fn run(server: Arc<Server>) {
     let mode: JsonRpcMode = Default::default();
     let max = server.config.max_message_bytes;
     tokio::spawn(async move {
+        // Like stdout: direct non-blocking reads when stdin is a pipe or socket.
+        let direct = nonblocking_std(0);
         let mut stdin = tokio::io::stdin();
         let mut decoder = LineDecoder::new(max);
         let mut buf = vec![0u8; 64 * 1024];
         let mut frames = Vec::new();
         loop {
-            let n = match stdin.read(&mut buf).await {
+            let read = match &direct {
+                Some(pipe) => pipe.read(&mut buf).await,
+                None => stdin.read(&mut buf).await,
+            };
+            let n = match read {
                 Ok(0) | Err(_) => {
                     decoder.finish(&mut frames);
                     break;
@@ -43,11 +50,30 @@ pub async fn run(server: Arc<Server>) {
     });
     let writer_mode = mode.clone();
     let writer = tokio::spawn(async move {
+        // Non-blocking writes straight to the pipe when possible (tokio's stdout goes through
+        // the blocking pool, one copy and one thread hop per write).
+        let direct = nonblocking_std(1);
         let mut stdout = tokio::io::stdout();
         while let Some(msg) = out_rx.recv().await {
-            let mut line = encode_outgoing(msg, &writer_mode);
-            line.push('\n');
-            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
+            let mut batch = encode_outgoing(msg, &writer_mode);
+            batch.push('\n');
+            // Coalesce what is already queued into one write.
+            while batch.len() < 1 << 20 {
+                match out_rx.try_recv() {
+                    Ok(m) => {
+                        batch.push_str(&encode_outgoing(m, &writer_mode));
+                        batch.push('\n');
+                    }
+                    Err(_) => break,
+                }
+            }
+            let ok = match &direct {
+                Some(pipe) => pipe.write_all(batch.as_bytes()).await.is_ok(),
+                None => {
+                    stdout.write_all(batch.as_bytes()).await.is_ok() && stdout.flush().await.is_ok()
+                }
+            };
+            if !ok {
                 break;
             }
         }

@@ -1,0 +1,201 @@
+//! Benchmark driver for `scripts/bench`: every figure next to its baseline, in one run.
+//!
+//! `cargo run --release --example bench -- [--quick]` prints a Markdown table.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+    line: Vec<u8>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let bin =
+            std::env::var("STOCKADE_BIN").unwrap_or_else(|_| "target/release/stockade".into());
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start stockade");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::with_capacity(1 << 20, child.stdout.take().unwrap());
+        let mut s = Server {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+            line: Vec::new(),
+        };
+        s.call("initialize", json!({"clientName": "bench"}));
+        s.send(&json!({"method": "initialized"}));
+        s
+    }
+
+    fn send(&mut self, v: &Value) {
+        let mut b = serde_json::to_vec(v).unwrap();
+        b.push(b'\n');
+        self.stdin.write_all(&b).unwrap();
+    }
+
+    fn recv(&mut self) -> &[u8] {
+        self.line.clear();
+        let n = self.stdout.read_until(b'\n', &mut self.line).unwrap();
+        assert!(n > 0, "server closed");
+        &self.line
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"id": id, "method": method, "params": params}));
+        loop {
+            let v: Value = serde_json::from_slice(self.recv()).unwrap();
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Starts a process and waits for `process/closed`; returns decoded output bytes.
+    fn run(&mut self, pid: &str, argv: &[&str], extra: Value) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut params = json!({"processId": pid, "argv": argv, "cwd": "/tmp",
+            "env": {"PATH": "/usr/bin:/bin"}, "tty": false});
+        for (k, v) in extra.as_object().unwrap() {
+            params[k] = v.clone();
+        }
+        self.send(&json!({"id": id, "method": "process/start", "params": params}));
+        let mut bytes = 0;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut decoded = Vec::new();
+        loop {
+            let line = self.recv();
+            #[derive(serde::Deserialize)]
+            struct Msg<'a> {
+                id: Option<u64>,
+                method: Option<&'a str>,
+                #[serde(borrow)]
+                params: Option<Params<'a>>,
+                error: Option<Value>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Params<'a> {
+                chunk: Option<&'a str>,
+            }
+            let m: Msg = serde_json::from_slice(line).unwrap();
+            if m.id == Some(id) {
+                assert!(m.error.is_none(), "{:?}", m.error);
+            }
+            match m.method {
+                Some("process/output") => {
+                    let chunk = m.params.and_then(|p| p.chunk).unwrap();
+                    decoded.clear();
+                    engine.decode_vec(chunk, &mut decoded).unwrap();
+                    bytes += decoded.len();
+                }
+                Some("process/closed") => return bytes,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pct(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[((xs.len() - 1) as f64 * q).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 200 } else { 1000 };
+    let total: usize = if quick { 200_000_000 } else { 1_000_000_000 };
+
+    // Spawn latency, interleaved so both see the same machine conditions.
+    let mut s = Server::start(&["--retain-exited-ms", "0"]);
+    for k in 0..50 {
+        s.run(&format!("w{k}"), &["/bin/true"], json!({}));
+        Command::new("/bin/true").status().unwrap();
+    }
+    let (mut plain, mut sto) = (Vec::new(), Vec::new());
+    for k in 0..n {
+        let t = Instant::now();
+        let st = Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        plain.push(ms(t.elapsed()));
+        assert!(st.success());
+        let t = Instant::now();
+        s.run(&format!("p{k}"), &["/bin/true"], json!({}));
+        sto.push(ms(t.elapsed()));
+    }
+    let (pm, sm) = (pct(&mut plain, 0.5), pct(&mut sto, 0.5));
+    let (p9, s9) = (pct(&mut plain, 0.9), pct(&mut sto, 0.9));
+
+    // Streaming: plain pipe read vs. through stockade (JSON + base64 decoded by this client).
+    let count = total.to_string();
+    let cmd = ["head", "-c", count.as_str(), "/dev/zero"];
+    let t = Instant::now();
+    let mut child = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0;
+    loop {
+        let k = out.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    child.wait().unwrap();
+    let raw = total as f64 / t.elapsed().as_secs_f64() / 1e6;
+    assert_eq!(got, total);
+    let t = Instant::now();
+    let got = s.run("stream", &cmd, json!({}));
+    let through = total as f64 / t.elapsed().as_secs_f64() / 1e6;
+    assert_eq!(got, total);
+
+    println!("| figure | baseline | stockade | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| spawn `/bin/true`, start→closed, median (n={n}) | {pm:.3} ms | {sm:.3} ms | {:.2} |",
+        sm / pm
+    );
+    println!(
+        "| spawn `/bin/true`, start→closed, p90 | {p9:.3} ms | {s9:.3} ms | {:.2} |",
+        s9 / p9
+    );
+    println!(
+        "| stdout streaming, {} MB | {raw:.0} MB/s | {through:.0} MB/s | {:.2} |",
+        total / 1_000_000,
+        through / raw
+    );
+}

@@ -1,0 +1,421 @@
+//! The zygote: a small, single-threaded process forked from the server at startup, before any
+//! thread or large allocation exists. It forks the keepers.
+//!
+//! Why: fork cost grows with the parent's touched memory (about 60 µs per MiB on the project's
+//! machines), and the tokio server is several MiB; forking from a ~1 MiB zygote keeps spawn
+//! latency close to a plain `posix_spawn`. Because the zygote is single-threaded, it and the
+//! keepers may allocate freely (only the target, between its fork and exec, must not).
+//!
+//! Lifetime: the zygote has `PR_SET_PDEATHSIG(SIGKILL)` bound to the server's main thread; each
+//! keeper has `PR_SET_PDEATHSIG(SIGTERM)` bound to the zygote. So when the server dies for any
+//! reason, the zygote dies, every keeper gets SIGTERM and kills its tree.
+//!
+//! The zygote keeps a small pool of **idle keepers**, pre-forked and blocked in `recvmsg` on
+//! the shared `SOCK_SEQPACKET` socket, so that a spawn is one `sendmsg` away from a running
+//! keeper: no fork on the critical path. A keeper that takes a request tells the zygote
+//! (one byte on a pipe), and the zygote forks a replacement.
+//!
+//! Wire format: one datagram per request, 4 bytes of payload (the request length) with six fds
+//! attached (`SCM_RIGHTS`): stdin, stdout, stderr, error pipe, status pipe, and a memfd holding
+//! the encoded [`KeeperRequest`] (a memfd has no size limit, a datagram has). The keeper
+//! answers on the status pipe: its own pid, the target pid, then the exit record.
+
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::keeper;
+use crate::sandbox::child::{ChildFds, ExecPlan};
+
+/// What a keeper needs to start the target.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeeperRequest {
+    /// Resolved program path.
+    pub program: Vec<u8>,
+    /// argv (argv[0] already replaced by `arg0` when given).
+    pub argv: Vec<Vec<u8>>,
+    /// `NAME=value` entries.
+    pub envp: Vec<Vec<u8>>,
+    /// Working directory.
+    pub cwd: Vec<u8>,
+    /// Run on a PTY (new session, controlling terminal).
+    pub tty: bool,
+}
+
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for i in items {
+        put(out, i);
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u32(&mut self) -> Option<u32> {
+        let (head, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_le_bytes(*head))
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        if self.0.len() < n {
+            return None;
+        }
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(b.to_vec())
+    }
+    fn list(&mut self) -> Option<Vec<Vec<u8>>> {
+        let n = self.u32()? as usize;
+        (0..n).map(|_| self.bytes()).collect()
+    }
+}
+
+impl KeeperRequest {
+    /// Encodes the request (length-prefixed fields).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put(&mut out, &self.program);
+        put_list(&mut out, &self.argv);
+        put_list(&mut out, &self.envp);
+        put(&mut out, &self.cwd);
+        out.push(self.tty as u8);
+        out
+    }
+
+    /// Decodes a request; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<KeeperRequest> {
+        let mut r = Reader(bytes);
+        let req = KeeperRequest {
+            program: r.bytes()?,
+            argv: r.list()?,
+            envp: r.list()?,
+            cwd: r.bytes()?,
+            tty: *r.0.first()? != 0,
+        };
+        Some(req)
+    }
+
+    fn into_plan(self) -> Option<ExecPlan> {
+        let c = |b: Vec<u8>| CString::new(b).ok();
+        Some(ExecPlan::new(
+            c(self.program)?,
+            self.argv.into_iter().map(c).collect::<Option<Vec<_>>>()?,
+            self.envp.into_iter().map(c).collect::<Option<Vec<_>>>()?,
+            c(self.cwd)?,
+            self.tty,
+        ))
+    }
+}
+
+/// The server's handle on the zygote: the request socket.
+pub struct Zygote {
+    sock: OwnedFd,
+}
+
+/// Number of fds passed with each request.
+const FDS_PER_REQUEST: usize = 6;
+
+/// Idle keepers kept ready.
+const POOL_SIZE: usize = 2;
+
+impl Zygote {
+    /// Forks the zygote. Must be called while the process is single-threaded (start of main).
+    pub fn start() -> io::Result<Zygote> {
+        let mut pair = [0; 2];
+        // SAFETY: socketpair writes two fds.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh fds owned here.
+        let (server_end, zygote_end) =
+            unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // SAFETY: called before any thread exists, so the child may run arbitrary code.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            drop(server_end);
+            zygote_main(zygote_end);
+        }
+        drop(zygote_end);
+        Ok(Zygote { sock: server_end })
+    }
+
+    /// The request socket (the spawner sends on it without blocking).
+    pub fn socket(&self) -> &OwnedFd {
+        &self.sock
+    }
+
+    /// Builds the memfd carrying an encoded request.
+    pub fn request_memfd(req: &KeeperRequest) -> io::Result<OwnedFd> {
+        // SAFETY: memfd_create with a static name.
+        let fd = unsafe { libc::memfd_create(c"stockade-request".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut file = std::fs::File::from(fd);
+        file.write_all(&req.encode())?;
+        Ok(OwnedFd::from(file))
+    }
+}
+
+/// Sends one request datagram without blocking (`WouldBlock` when the queue is full).
+pub fn send_request(sock: RawFd, len: u32, fds: &[RawFd]) -> io::Result<()> {
+    let data = len.to_le_bytes();
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr/cmsg built over live buffers of the right sizes.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        loop {
+            let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Receives one request datagram and its fds. `None` when the server is gone.
+fn recv_request(sock: RawFd) -> Option<(u32, Vec<OwnedFd>)> {
+    let mut buf = [0u8; 4];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE((FDS_PER_REQUEST * 4) as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr/cmsg over live buffers; received fds are taken into OwnedFd once.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let n = loop {
+            let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break n;
+        };
+        if n <= 0 {
+            return None;
+        }
+        let mut fds = Vec::new();
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(*data.add(i)));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Some((u32::from_le_bytes(buf), fds))
+    }
+}
+
+fn reap_keepers() {
+    loop {
+        let mut status = 0;
+        // SAFETY: the zygote is single-threaded and its only children are keepers.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r <= 0 {
+            return;
+        }
+    }
+}
+
+fn zygote_main(sock: OwnedFd) -> ! {
+    let mut taken = [0; 2];
+    // SAFETY: single-threaded child; plain syscalls.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() == 1 {
+            libc::_exit(0);
+        }
+        // Do not hold the server's stdin/stdout (the client waits for their EOF).
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        // Only the socket and stderr stay open.
+        let s = sock.as_raw_fd() as u32;
+        libc::syscall(libc::SYS_close_range, 3u32, s - 1, 0u32);
+        libc::syscall(libc::SYS_close_range, s + 1, u32::MAX, 0u32);
+        if libc::pipe2(taken.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            libc::_exit(1);
+        }
+        // Terminal signals aimed at the server's group must not kill the zygote.
+        libc::setpgid(0, 0);
+        // Blocked here and in working keepers (which wait for them with sigwaitinfo).
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let mut idle = 0;
+    loop {
+        while idle < POOL_SIZE {
+            // SAFETY: single-threaded; the child runs the idle keeper and never returns.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                idle_keeper(&sock, taken[1], me);
+            }
+            if pid < 0 {
+                break;
+            }
+            idle += 1;
+        }
+        reap_keepers();
+        let mut pfd = libc::pollfd {
+            fd: taken[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd; the timeout bounds how long zombies linger.
+        if unsafe { libc::poll(&mut pfd, 1, 200) } > 0 {
+            let mut buf = [0u8; 64];
+            // SAFETY: reading into a stack buffer.
+            let n = unsafe { libc::read(taken[0], buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                idle = idle.saturating_sub(n as usize);
+            }
+        }
+    }
+}
+
+/// An idle keeper: waits for one request, then becomes that request's keeper.
+fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
+    // SAFETY: single-threaded child; plain syscalls.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != zygote_pid {
+            libc::_exit(0);
+        }
+        // While idle, SIGTERM (the zygote died) must simply end us.
+        let mut term: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut term);
+        libc::sigaddset(&mut term, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut());
+    }
+    let request = recv_request(sock.as_raw_fd());
+    // SAFETY: from here on every signal is blocked again (the keeper waits for them).
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        libc::write(taken, [1u8].as_ptr().cast(), 1);
+    }
+    let Some((len, fds)) = request else {
+        // SAFETY: exiting.
+        unsafe { libc::_exit(0) }
+    };
+    if fds.len() != FDS_PER_REQUEST {
+        // SAFETY: exiting; the dropped fds close (the server sees the status pipe EOF).
+        unsafe { libc::_exit(1) }
+    }
+    let mut body = vec![0u8; len as usize];
+    let mut memfd = std::fs::File::from(
+        fds[5]
+            .try_clone()
+            .unwrap_or_else(|_| unsafe { libc::_exit(1) }),
+    );
+    use std::io::Seek;
+    let ok = memfd.seek(std::io::SeekFrom::Start(0)).is_ok() && memfd.read_exact(&mut body).is_ok();
+    drop(memfd);
+    let plan = match KeeperRequest::decode(&body)
+        .filter(|_| ok)
+        .and_then(KeeperRequest::into_plan)
+    {
+        Some(p) => p,
+        // SAFETY: exiting.
+        None => unsafe { libc::_exit(1) },
+    };
+    let child_fds = ChildFds {
+        stdin: fds[0].as_raw_fd(),
+        stdout: fds[1].as_raw_fd(),
+        stderr: fds[2].as_raw_fd(),
+        error_pipe: fds[3].as_raw_fd(),
+        status_pipe: fds[4].as_raw_fd(),
+    };
+    // SAFETY: single-threaded, all signals blocked; keeper_main never returns.
+    unsafe { keeper::keeper_main(&plan, &child_fds, zygote_pid) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_roundtrip() {
+        let r = KeeperRequest {
+            program: b"/bin/sh".to_vec(),
+            argv: vec![b"sh".to_vec(), b"-c".to_vec(), vec![]],
+            envp: vec![b"A=1".to_vec()],
+            cwd: b"/tmp".to_vec(),
+            tty: true,
+        };
+        assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
+        let enc = r.encode();
+        assert_eq!(KeeperRequest::decode(&enc[..enc.len() - 1]), None);
+    }
+}
