@@ -584,11 +584,19 @@ both_transports!(clean_child, |t| async move {
     let pid = c.start("fds", &["sleep", "30"]).await["pid"]
         .as_i64()
         .unwrap();
-    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    fds.sort();
+    // `sleep` briefly opens locale files while starting up; a leaked fd would stay.
+    let mut fds = Vec::new();
+    for _ in 0..40 {
+        fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        if fds == ["0", "1", "2"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(fds, vec!["0", "1", "2"]);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
