@@ -196,7 +196,7 @@ fn timeval_us(t: libc::timeval) -> i64 {
 }
 
 /// Size of the stack the target uses between clone and exec.
-const TARGET_STACK: usize = 256 * 1024;
+pub const TARGET_STACK: usize = 64 * 1024;
 
 struct TargetArgs<'a> {
     plan: &'a ExecPlan,
@@ -214,13 +214,11 @@ extern "C" fn target_entry(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Starts the target sharing the keeper's memory until it execs (`CLONE_VM | CLONE_VFORK`,
 /// as `posix_spawn` does): no page tables are copied. Returns the pid, or -1 with errno set.
-unsafe fn spawn_target(plan: &ExecPlan, fds: &ChildFds) -> libc::pid_t {
-    // The keeper is single-threaded and forked from the zygote, so it may allocate.
-    let mut stack = vec![0u8; TARGET_STACK];
+unsafe fn spawn_target(plan: &ExecPlan, fds: &ChildFds, stack: &mut [u8]) -> libc::pid_t {
     let args = TargetArgs { plan, fds };
     // SAFETY: the stack is live and 16-byte aligned at its top; the keeper waits (VFORK).
     unsafe {
-        let top = stack.as_mut_ptr().add(TARGET_STACK);
+        let top = stack.as_mut_ptr().add(stack.len());
         let top = top.sub(top as usize % 16);
         libc::clone(
             target_entry,
@@ -236,7 +234,12 @@ unsafe fn spawn_target(plan: &ExecPlan, fds: &ChildFds) -> libc::pid_t {
 /// # Safety
 /// Must only be called in a freshly forked child with every signal blocked, with `plan`/`fds`
 /// prepared before the fork.
-pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, parent_pid: libc::pid_t) -> ! {
+pub unsafe fn keeper_main(
+    plan: &ExecPlan,
+    fds: &ChildFds,
+    parent_pid: libc::pid_t,
+    target_stack: &mut [u8],
+) -> ! {
     // SAFETY: async-signal-safe syscalls only, on data prepared before the fork.
     unsafe {
         // Own process group: terminal signals aimed at the server's group do not reach us.
@@ -262,7 +265,7 @@ pub unsafe fn keeper_main(plan: &ExecPlan, fds: &ChildFds, parent_pid: libc::pid
             fds.status_pipe,
         ]);
 
-        let target = spawn_target(plan, fds);
+        let target = spawn_target(plan, fds, target_stack);
         if target < 0 {
             child::fail(fds.error_pipe, Stage::Fork, errno());
         }

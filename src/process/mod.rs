@@ -1,6 +1,7 @@
 //! Processes: the per-session table, spawning, output sequencing and retention, PTYs, and the
 //! tree kill.
 
+pub mod b64;
 pub mod keeper;
 pub mod output;
 pub mod pump;

@@ -4,12 +4,12 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::b64;
 use super::keeper::{EXIT_RECORD_LEN, ExitRecord};
 use super::output::ExitInfo;
 use super::spawn::Stream;
@@ -170,26 +170,23 @@ impl Pump {
 async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data: &[u8]) {
     let seq = process.state().push_output(stream, data.to_vec());
     process.notify_changed();
-    // Built by hand: base64 needs no JSON escaping, and this is the hot path for streaming.
+    // Built by hand straight into one buffer: base64 needs no JSON escaping, and this is the
+    // hot path for streaming.
     let id = serde_json::to_string(&process.id).unwrap_or_else(|_| "\"\"".into());
-    let b64_len = data.len().div_ceil(3) * 4;
-    let mut msg = String::with_capacity(b64_len + id.len() + 96);
-    msg.push_str("{\"method\":\"process/output\",\"params\":{\"processId\":");
-    msg.push_str(&id);
-    msg.push_str(",\"seq\":");
-    msg.push_str(&seq.to_string());
-    msg.push_str(",\"stream\":\"");
-    msg.push_str(stream.name());
-    msg.push_str("\",\"chunk\":\"");
-    // encode_slice into an exact-size buffer is several times faster than encode_string.
-    let mut encoded = vec![0u8; b64_len];
-    let n = base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut encoded)
-        .unwrap_or(0);
-    encoded.truncate(n);
-    msg.push_str(std::str::from_utf8(&encoded).unwrap_or(""));
-    msg.push_str("\"}}");
-    sink.send(OutMessage(msg)).await;
+    let mut msg = Vec::with_capacity(b64::encoded_len(data.len()) + id.len() + 100);
+    msg.extend_from_slice(b"{\"method\":\"process/output\",\"params\":{\"processId\":");
+    msg.extend_from_slice(id.as_bytes());
+    msg.extend_from_slice(b",\"seq\":");
+    msg.extend_from_slice(seq.to_string().as_bytes());
+    msg.extend_from_slice(b",\"stream\":\"");
+    msg.extend_from_slice(stream.name().as_bytes());
+    msg.extend_from_slice(b"\",\"chunk\":\"");
+    b64::encode_into(data, &mut msg);
+    msg.extend_from_slice(b"\"}}");
+    match String::from_utf8(msg) {
+        Ok(text) => sink.send(OutMessage(text)).await,
+        Err(_) => tracing::error!("output notification was not UTF-8"),
+    }
 }
 
 async fn emit_exited(

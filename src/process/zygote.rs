@@ -123,7 +123,7 @@ pub struct Zygote {
 const FDS_PER_REQUEST: usize = 6;
 
 /// Idle keepers kept ready.
-const POOL_SIZE: usize = 2;
+const POOL_SIZE: usize = 4;
 
 impl Zygote {
     /// Forks the zygote. Must be called while the process is single-threaded (start of main).
@@ -307,8 +307,9 @@ fn zygote_main(sock: OwnedFd) -> ! {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let mut idle = 0;
+    let mut quiet = true;
     loop {
-        while idle < POOL_SIZE {
+        while idle < POOL_SIZE && (quiet || idle < 2) {
             // SAFETY: single-threaded; the child runs the idle keeper and never returns.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
@@ -325,14 +326,20 @@ fn zygote_main(sock: OwnedFd) -> ! {
             events: libc::POLLIN,
             revents: 0,
         };
+        // Refill right away only when the pool is empty; otherwise after a quiet moment, so
+        // that the fork does not compete with a spawn in progress for the CPU.
+        let timeout = 200;
         // SAFETY: poll on one valid pollfd; the timeout bounds how long zombies linger.
-        if unsafe { libc::poll(&mut pfd, 1, 200) } > 0 {
+        if unsafe { libc::poll(&mut pfd, 1, timeout) } > 0 {
             let mut buf = [0u8; 64];
             // SAFETY: reading into a stack buffer.
             let n = unsafe { libc::read(taken[0], buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 idle = idle.saturating_sub(n as usize);
             }
+            quiet = false;
+        } else {
+            quiet = true;
         }
     }
 }
@@ -357,6 +364,12 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         libc::sigaddset(&mut term, libc::SIGTERM);
         libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut());
     }
+    // Touch now, while idle, what the spawn path will need: page faults in a fresh fork are
+    // slow, and they would otherwise land on the spawn's critical path.
+    let mut target_stack = vec![1u8; keeper::TARGET_STACK];
+    let mut body = Vec::<u8>::with_capacity(64 * 1024);
+    body.resize(64 * 1024, 1);
+    body.clear();
     let request = recv_request(sock.as_raw_fd());
     // SAFETY: from here on every signal is blocked again (the keeper waits for them).
     unsafe {
@@ -373,7 +386,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         // SAFETY: exiting; the dropped fds close (the server sees the status pipe EOF).
         unsafe { libc::_exit(1) }
     }
-    let mut body = vec![0u8; len as usize];
+    body.resize(len as usize, 0);
     let mut memfd = std::fs::File::from(
         fds[5]
             .try_clone()
@@ -398,7 +411,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         status_pipe: fds[4].as_raw_fd(),
     };
     // SAFETY: single-threaded, all signals blocked; keeper_main never returns.
-    unsafe { keeper::keeper_main(&plan, &child_fds, zygote_pid) }
+    unsafe { keeper::keeper_main(&plan, &child_fds, zygote_pid, &mut target_stack) }
 }
 
 #[cfg(test)]
