@@ -65,4 +65,8 @@ pub struct ServeArgs {
     /// How long a closed process stays readable before its id is freed.
     #[arg(long, default_value_t = 30_000)]
     pub retain_exited_ms: u64,
+
+    /// Server config file (TOML; unknown keys are an error). See `policies/server-*.toml`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }

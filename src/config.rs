@@ -1,6 +1,10 @@
-//! Server configuration: timings and limits of the protocol (from CLI flags).
+//! Server configuration: protocol timings and limits (CLI flags) and the config file
+//! (`stockade serve --config FILE`, TOML; unknown keys are an error).
 
+use std::path::Path;
 use std::time::Duration;
+
+use serde::Deserialize;
 
 /// Runtime settings of `stockade serve`.
 #[derive(Debug, Clone)]
@@ -17,6 +21,8 @@ pub struct ServerConfig {
     pub retain_exited: Duration,
     /// Outgoing messages queued per connection before producers wait (back-pressure).
     pub outbox_capacity: usize,
+    /// Operator guard: server variables matching these are never inherited by children.
+    pub never_inherit: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -28,6 +34,98 @@ impl Default for ServerConfig {
             retain_output_bytes: 1024 * 1024,
             retain_exited: Duration::from_secs(30),
             outbox_capacity: 64,
+            never_inherit: Vec::new(),
+        }
+    }
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[env]`.
+    #[serde(default)]
+    pub env: EnvSection,
+}
+
+/// `[env]` of the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSection {
+    /// Server variables matching these patterns are never passed to children by inheritance,
+    /// whatever a request asks (values the client sends itself are not affected).
+    #[serde(default)]
+    pub never_inherit: Vec<String>,
+}
+
+/// Errors reading the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path.
+        path: String,
+        /// What is wrong, with the location.
+        message: String,
+    },
+}
+
+impl ConfigFile {
+    /// Parses TOML text.
+    pub fn parse(text: &str, path: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        ConfigFile::parse(&text, &p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_env_section_and_rejects_unknown_keys() {
+        let c = ConfigFile::parse("[env]\nnever_inherit = [\"*KEY*\", \"AWS_*\"]\n", "t").unwrap();
+        assert_eq!(c.env.never_inherit, vec!["*KEY*", "AWS_*"]);
+        assert_eq!(ConfigFile::parse("", "t").unwrap(), ConfigFile::default());
+        let e = ConfigFile::parse("[env]\nnever_inherti = []\n", "t").unwrap_err();
+        assert!(e.to_string().contains("never_inherti"), "{e}");
+        assert!(ConfigFile::parse("[nope]\n", "t").is_err());
+    }
+
+    #[test]
+    fn example_configs_parse() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml")
+                && path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("server-")
+            {
+                ConfigFile::load(&path).unwrap();
+            }
         }
     }
 }

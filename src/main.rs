@@ -5,7 +5,7 @@ use clap::Parser;
 use tokio::io::AsyncWriteExt;
 
 use stockade::cli::{Cli, Command, ServeArgs};
-use stockade::config::ServerConfig;
+use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
 use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
@@ -52,7 +52,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
              (anyone who can reach it could run commands); pass --insecure-no-auth to override"
         );
     }
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
     let config = ServerConfig {
+        never_inherit: file.env.never_inherit.clone(),
         max_message_bytes: args.max_message_bytes,
         session_grace: Duration::from_millis(args.session_grace_ms),
         close_grace: Duration::from_millis(args.close_grace_ms),

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::Server;
 use super::session::Session;
+use crate::env::{self, EnvPolicy};
 use crate::paths::parse_wire_path;
 use crate::process::pump::{Pump, PumpConfig};
 use crate::process::resolve::resolve_program;
@@ -179,11 +180,13 @@ async fn start_inner(
     let (cwd, _) = parse_wire_path(&p.cwd)
         .map_err(|e| RpcError::invalid_params(format!("invalid params: cwd: {e}")))?;
     let requested = policy::check_request(p.sandbox_policy.as_ref(), p.sandbox.as_ref())?;
-    if p.env_policy.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(RpcError::invalid_params(
-            "invalid params: envPolicy is not supported yet by this build",
-        ));
-    }
+    let env_policy = match p.env_policy.as_ref().filter(|v| !v.is_null()) {
+        Some(v) => Some(
+            EnvPolicy::from_json(v)
+                .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))?,
+        ),
+        None => None,
+    };
     if p.enforce_managed_network == Some(true) {
         return Err(RpcError::new(
             ErrorCode::SandboxUnavailable,
@@ -199,7 +202,13 @@ async fn start_inner(
             "resource limits are not available in this build",
         ));
     }
-    let envp = validate_env(&p.env)?;
+    validate_env(&p.env)?;
+    // No policy: exactly `env`. With one: built from the server's environment, `env` on top.
+    let child_env = match &env_policy {
+        None => p.env.clone(),
+        Some(policy) => env::build(&server.env, policy, &server.config.never_inherit, &p.env),
+    };
+    let envp = validate_env(&child_env)?;
     if p.argv.iter().any(|a| a.contains('\0')) {
         return Err(RpcError::invalid_params(
             "invalid params: argv: contains a NUL byte",
@@ -230,8 +239,12 @@ async fn start_inner(
             )));
         }
     }
-    let program = resolve_program(&program_name, p.env.get("PATH").map(String::as_str), &cwd)
-        .map_err(|e| RpcError::internal(format!("failed to spawn `{program_name}`: {e}")))?;
+    let program = resolve_program(
+        &program_name,
+        child_env.get("PATH").map(String::as_str),
+        &cwd,
+    )
+    .map_err(|e| RpcError::internal(format!("failed to spawn `{program_name}`: {e}")))?;
     let size = p.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
     let spec = SpawnSpec {
         request: KeeperRequest {

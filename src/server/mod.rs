@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
+use crate::env::ServerEnv;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
 use session::Sessions;
@@ -40,6 +41,8 @@ pub struct Server {
     pub sessions: Arc<Sessions>,
     /// Host description for `initialize` and `environment/info`.
     pub host: hostinfo::HostInfo,
+    /// The server's environment, captured once at startup (later changes are not seen).
+    pub env: ServerEnv,
 }
 
 impl Server {
@@ -50,6 +53,7 @@ impl Server {
             spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),
             host: hostinfo::HostInfo::probe(),
+            env: ServerEnv::capture(),
         }))
     }
 

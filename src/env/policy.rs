@@ -1,0 +1,460 @@
+//! The environment policy and the build algorithm.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use serde_json::Value;
+
+use super::pattern::any_matches;
+
+/// The start set of step 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inherit {
+    /// Every server variable.
+    All,
+    /// Only the core names (exact, case-sensitive).
+    Core,
+    /// Nothing.
+    None,
+}
+
+/// The names `inherit: "core"` keeps (exact, case-sensitive).
+pub const CORE_NAMES: [&str; 11] = [
+    "PATH", "SHELL", "TMPDIR", "TEMP", "TMP", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LOGNAME",
+    "USER",
+];
+
+/// Names removed by step 2 unless `ignoreDefaultExcludes`.
+pub const DEFAULT_EXCLUDES: [&str; 3] = ["*KEY*", "*SECRET*", "*TOKEN*"];
+
+/// A validated `envPolicy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvPolicy {
+    /// Step 1.
+    pub inherit: Inherit,
+    /// Skip step 2.
+    pub ignore_default_excludes: bool,
+    /// Step 3.
+    pub exclude: Vec<String>,
+    /// Step 5.
+    pub set: BTreeMap<String, String>,
+    /// Step 6 (empty: no filter).
+    pub include_only: Vec<String>,
+    /// Step 4 ([stockade]).
+    pub include: Vec<String>,
+}
+
+impl Default for EnvPolicy {
+    fn default() -> Self {
+        EnvPolicy {
+            inherit: Inherit::All,
+            ignore_default_excludes: false,
+            exclude: Vec::new(),
+            set: BTreeMap::new(),
+            include_only: Vec::new(),
+            include: Vec::new(),
+        }
+    }
+}
+
+/// Checks a variable name: non-empty, no `=`, no NUL.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('=') && !name.contains('\0')
+}
+
+fn patterns(obj: &serde_json::Map<String, Value>, field: &str) -> Result<Vec<String>, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("envPolicy.{field}[{i}]: pattern must be a string"))
+            })
+            .collect(),
+        Some(_) => Err(format!("envPolicy.{field}: must be an array of strings")),
+    }
+}
+
+impl EnvPolicy {
+    /// Validates the wire object (missing fields take their defaults); the error names the
+    /// offending field.
+    pub fn from_json(v: &Value) -> Result<EnvPolicy, String> {
+        let Value::Object(obj) = v else {
+            return Err("envPolicy: must be an object".into());
+        };
+        let inherit = match obj.get("inherit") {
+            None | Some(Value::Null) => Inherit::All,
+            Some(Value::String(s)) => match s.as_str() {
+                "all" => Inherit::All,
+                "core" => Inherit::Core,
+                "none" => Inherit::None,
+                other => {
+                    return Err(format!(
+                        "envPolicy.inherit: must be \"all\", \"core\" or \"none\", got {other:?}"
+                    ));
+                }
+            },
+            Some(_) => return Err("envPolicy.inherit: must be a string".into()),
+        };
+        let ignore_default_excludes = match obj.get("ignoreDefaultExcludes") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("envPolicy.ignoreDefaultExcludes: must be a boolean".into()),
+        };
+        let mut set = BTreeMap::new();
+        match obj.get("set") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    if !valid_name(k) {
+                        return Err(format!(
+                            "envPolicy.set: invalid variable name {k:?} (empty, or contains '=' or NUL)"
+                        ));
+                    }
+                    let Value::String(s) = v else {
+                        return Err(format!("envPolicy.set.{k}: value must be a string"));
+                    };
+                    if s.contains('\0') {
+                        return Err(format!("envPolicy.set.{k}: value contains a NUL byte"));
+                    }
+                    set.insert(k.clone(), s.clone());
+                }
+            }
+            Some(_) => return Err("envPolicy.set: must be an object of strings".into()),
+        }
+        Ok(EnvPolicy {
+            inherit,
+            ignore_default_excludes,
+            exclude: patterns(obj, "exclude")?,
+            set,
+            include_only: patterns(obj, "includeOnly")?,
+            include: patterns(obj, "include")?,
+        })
+    }
+}
+
+/// The server's own environment, captured once at startup. Variables whose name or value is
+/// not valid UTF-8 are dropped here, so they can never be inherited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerEnv {
+    vars: BTreeMap<String, String>,
+}
+
+impl ServerEnv {
+    /// From `(name, value)` pairs as the OS gives them.
+    pub fn from_os(vars: impl IntoIterator<Item = (OsString, OsString)>) -> ServerEnv {
+        ServerEnv {
+            vars: vars
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| valid_name(k))
+                .collect(),
+        }
+    }
+
+    /// Captures the current process environment.
+    pub fn capture() -> ServerEnv {
+        ServerEnv::from_os(std::env::vars_os())
+    }
+
+    /// From UTF-8 pairs (tests).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> ServerEnv {
+        ServerEnv {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The variables.
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.vars
+    }
+}
+
+/// Builds a child's environment: the seven steps of PROTOCOL.md section 5, with the operator
+/// guard `never_inherit` applied to everything taken from the server (steps 1 and 4).
+pub fn build(
+    server: &ServerEnv,
+    policy: &EnvPolicy,
+    never_inherit: &[String],
+    overlay: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let inheritable = |name: &str| !any_matches(never_inherit, name);
+    // 1. Start set.
+    let mut env: BTreeMap<String, String> = match policy.inherit {
+        Inherit::All => server
+            .vars
+            .iter()
+            .filter(|(k, _)| inheritable(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Inherit::Core => server
+            .vars
+            .iter()
+            .filter(|(k, _)| CORE_NAMES.contains(&k.as_str()) && inheritable(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Inherit::None => BTreeMap::new(),
+    };
+    // 2. Default excludes.
+    if !policy.ignore_default_excludes {
+        let defaults: Vec<String> = DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect();
+        env.retain(|k, _| !any_matches(&defaults, k));
+    }
+    // 3. Client excludes.
+    env.retain(|k, _| !any_matches(&policy.exclude, k));
+    // 4. Explicit includes beat steps 2-3 (but never the operator guard).
+    if !policy.include.is_empty() {
+        for (k, v) in &server.vars {
+            if any_matches(&policy.include, k) && inheritable(k) {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    // 5. set.
+    for (k, v) in &policy.set {
+        env.insert(k.clone(), v.clone());
+    }
+    // 6. includeOnly (after set: it can remove set entries).
+    if !policy.include_only.is_empty() {
+        env.retain(|k, _| any_matches(&policy.include_only, k));
+    }
+    // 7. Overlay.
+    for (k, v) in overlay {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn server() -> ServerEnv {
+        ServerEnv::from_pairs([
+            ("PATH", "/usr/bin:/bin"),
+            ("HOME", "/home/ci"),
+            ("LANG", "C.UTF-8"),
+            ("USER", "ci"),
+            ("SHELL", "/bin/bash"),
+            ("TMPDIR", "/tmp"),
+            ("path", "lowercase"),
+            ("FOO", "foo"),
+            ("MONKEY", "banana"),
+            ("my_secret", "s"),
+            ("GH_TOKEN", "t"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_REGION", "eu"),
+            ("MYAPP_TOKEN", "m"),
+            ("MYAPP_MODE", "fast"),
+            ("A.B", "dot"),
+            ("AxB", "x"),
+            ("AAB", "plus"),
+            ("A+B", "plus2"),
+        ])
+    }
+
+    fn policy(v: Value) -> EnvPolicy {
+        EnvPolicy::from_json(&v).unwrap()
+    }
+
+    fn names(m: &BTreeMap<String, String>) -> Vec<&str> {
+        m.keys().map(String::as_str).collect()
+    }
+
+    fn run(p: Value, overlay: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let overlay = overlay
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        build(&server(), &policy(p), &[], &overlay)
+    }
+
+    #[test]
+    fn acceptance_table() {
+        // inherit all: default excludes remove *KEY*, *SECRET*, *TOKEN* (case-insensitive).
+        let e = run(json!({"inherit": "all"}), &[]);
+        for gone in [
+            "MONKEY",
+            "my_secret",
+            "GH_TOKEN",
+            "AWS_ACCESS_KEY_ID",
+            "MYAPP_TOKEN",
+        ] {
+            assert!(!e.contains_key(gone), "{gone} should be excluded");
+        }
+        for kept in ["PATH", "FOO", "path", "AWS_REGION"] {
+            assert!(e.contains_key(kept), "{kept} should be kept");
+        }
+        // ignoreDefaultExcludes keeps them.
+        let e = run(
+            json!({"inherit": "all", "ignoreDefaultExcludes": true}),
+            &[],
+        );
+        assert_eq!(e.len(), server().vars().len());
+        // core: exactly the core names that exist; case-sensitive (lowercase `path` dropped).
+        let e = run(json!({"inherit": "core"}), &[]);
+        assert_eq!(
+            names(&e),
+            vec!["HOME", "LANG", "PATH", "SHELL", "TMPDIR", "USER"]
+        );
+        // none: only set + overlay.
+        let e = run(json!({"inherit": "none", "set": {"A": "1"}}), &[("B", "2")]);
+        assert_eq!(names(&e), vec!["A", "B"]);
+        // exclude.
+        let e = run(json!({"inherit": "all", "exclude": ["AWS_*"]}), &[]);
+        assert!(!e.contains_key("AWS_REGION"));
+        assert!(e.contains_key("FOO"));
+        // include re-adds after the default excludes.
+        let e = run(json!({"inherit": "none", "include": ["MYAPP_*"]}), &[]);
+        assert_eq!(names(&e), vec!["MYAPP_MODE", "MYAPP_TOKEN"]);
+        let e = run(
+            json!({"inherit": "all", "exclude": ["MYAPP_*"], "include": ["myapp_token"]}),
+            &[],
+        );
+        assert_eq!(e.get("MYAPP_TOKEN").map(String::as_str), Some("m"));
+        assert!(!e.contains_key("MYAPP_MODE"));
+        // set overrides an inherited value and re-adds an excluded name.
+        let e = run(
+            json!({"inherit": "all", "exclude": ["FOO"], "set": {"PATH": "/x", "FOO": "again", "GH_TOKEN": "mine"}}),
+            &[],
+        );
+        assert_eq!(e["PATH"], "/x");
+        assert_eq!(e["FOO"], "again");
+        assert_eq!(e["GH_TOKEN"], "mine");
+        // includeOnly runs after set and can drop a set entry.
+        // (Patterns are case-insensitive: `PATH` also keeps `path`.)
+        let e = run(
+            json!({"inherit": "all", "set": {"X1": "1"}, "includeOnly": ["PATH", "HOME"]}),
+            &[],
+        );
+        assert_eq!(names(&e), vec!["HOME", "PATH", "path"]);
+        // The overlay wins over set (and survives includeOnly).
+        let e = run(
+            json!({"inherit": "none", "set": {"K": "set"}, "includeOnly": ["Q"]}),
+            &[("K", "overlay")],
+        );
+        assert_eq!(e["K"], "overlay");
+        // `?` matches exactly one character.
+        let e = run(json!({"inherit": "none", "include": ["A?B"]}), &[]);
+        assert_eq!(names(&e), vec!["A+B", "A.B", "AAB", "AxB"]);
+        let e = run(json!({"inherit": "none", "include": ["A?"]}), &[]);
+        assert!(e.is_empty());
+        // Regex characters match literally.
+        let e = run(json!({"inherit": "none", "include": ["A.B", "A+B"]}), &[]);
+        assert_eq!(names(&e), vec!["A+B", "A.B"]);
+    }
+
+    #[test]
+    fn operator_guard() {
+        let guard = vec!["*PASSWORD*".to_string(), "FOO".to_string()];
+        let mut server = server();
+        server.vars.insert("DB_PASSWORD".into(), "p".into());
+        let p = policy(json!({"inherit": "all", "ignoreDefaultExcludes": true, "include": ["*"]}));
+        let e = build(&server, &p, &guard, &BTreeMap::new());
+        assert!(!e.contains_key("DB_PASSWORD"));
+        assert!(!e.contains_key("FOO"));
+        // Values the client sends itself are not affected.
+        let p = policy(json!({"inherit": "all", "set": {"FOO": "client"}}));
+        let overlay = BTreeMap::from([("DB_PASSWORD".to_string(), "client".to_string())]);
+        let e = build(&server, &p, &guard, &overlay);
+        assert_eq!(e["FOO"], "client");
+        assert_eq!(e["DB_PASSWORD"], "client");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = |v: Value| EnvPolicy::from_json(&v).unwrap_err();
+        assert!(err(json!({"inherit": "some"})).contains("envPolicy.inherit"));
+        assert!(err(json!({"inherit": 3})).contains("envPolicy.inherit"));
+        assert!(err(json!({"set": {"A": 1}})).contains("envPolicy.set.A"));
+        assert!(err(json!({"set": {"A=B": "x"}})).contains("envPolicy.set"));
+        assert!(err(json!({"set": {"A\u{0}": "x"}})).contains("envPolicy.set"));
+        assert!(err(json!({"exclude": [1]})).contains("envPolicy.exclude[0]"));
+        assert!(err(json!({"includeOnly": "X"})).contains("envPolicy.includeOnly"));
+        assert!(err(json!({"include": [null]})).contains("envPolicy.include[0]"));
+        assert!(err(json!({"ignoreDefaultExcludes": "yes"})).contains("ignoreDefaultExcludes"));
+        assert!(err(json!([])).contains("envPolicy"));
+        // All fields optional (defaults in brackets in PROTOCOL.md).
+        assert_eq!(policy(json!({})), EnvPolicy::default());
+    }
+
+    #[test]
+    fn non_utf8_is_never_inherited() {
+        use std::os::unix::ffi::OsStringExt;
+        let s = ServerEnv::from_os([
+            (OsString::from("GOOD"), OsString::from("v")),
+            (
+                OsString::from("BADVAL"),
+                OsString::from_vec(vec![0xff, 0xfe]),
+            ),
+            (OsString::from_vec(vec![b'B', 0xff]), OsString::from("x")),
+        ]);
+        assert_eq!(names(s.vars()), vec!["GOOD"]);
+    }
+
+    /// Property test with a fixed seed: whatever the server environment and the policy, no name
+    /// matched by `never_inherit` appears unless the client set it itself, and every overlay
+    /// entry is present with its value.
+    #[test]
+    fn property_guard_and_overlay() {
+        let mut seed: u64 = 0x5eed_1234_abcd_0001;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let alphabet = ["A", "B", "KEY", "_", "x", "TOKEN", "PASS", "1"];
+        let pats = ["*", "A*", "*KEY*", "?", "B?", "*_*", "x", "PASS*", "*1"];
+        for _ in 0..2000 {
+            let name = |rnd: &mut dyn FnMut(u64) -> u64| -> String {
+                (0..1 + rnd(3))
+                    .map(|_| alphabet[rnd(alphabet.len() as u64) as usize])
+                    .collect()
+            };
+            let server = ServerEnv {
+                vars: (0..rnd(12))
+                    .map(|_| (name(&mut rnd), "s".to_string()))
+                    .collect(),
+            };
+            let pick = |rnd: &mut dyn FnMut(u64) -> u64| -> Vec<String> {
+                (0..rnd(3))
+                    .map(|_| pats[rnd(pats.len() as u64) as usize].to_string())
+                    .collect()
+            };
+            let policy = EnvPolicy {
+                inherit: [Inherit::All, Inherit::Core, Inherit::None][rnd(3) as usize],
+                ignore_default_excludes: rnd(2) == 0,
+                exclude: pick(&mut rnd),
+                set: (0..rnd(3))
+                    .map(|_| (name(&mut rnd), "set".to_string()))
+                    .collect(),
+                include_only: pick(&mut rnd),
+                include: pick(&mut rnd),
+            };
+            let guard = pick(&mut rnd);
+            let overlay: BTreeMap<String, String> = (0..rnd(3))
+                .map(|_| (name(&mut rnd), "ov".to_string()))
+                .collect();
+            let env = build(&server, &policy, &guard, &overlay);
+            for (k, v) in &env {
+                if any_matches(&guard, k) {
+                    assert!(
+                        policy.set.contains_key(k) || overlay.contains_key(k),
+                        "{k}={v} leaked past never_inherit {guard:?}"
+                    );
+                }
+            }
+            for (k, v) in &overlay {
+                assert_eq!(env.get(k), Some(v));
+            }
+        }
+    }
+}
