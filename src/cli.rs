@@ -18,6 +18,54 @@ pub struct Cli {
 pub enum Command {
     /// Serve the JSON-RPC protocol on stdio or WebSocket.
     Serve(ServeArgs),
+    /// Run one command through the same code path, forwarding stdio and the exit status.
+    Run(RunArgs),
+}
+
+/// `stockade run` flags. The environment policy starts from `--policy FILE`'s `[env]` (default:
+/// inherit all, minus the default `*KEY*`/`*SECRET*`/`*TOKEN*` excludes); the `--env-*` flags
+/// override its scalars and extend its lists.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Working directory (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+
+    /// Policy file (TOML) with an `[env]` table (see `policies/run-*.toml`).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+
+    /// Server config file: its `[env] never_inherit` guard applies as for `serve`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// Start set: `all` server variables, the `core` names, or `none`.
+    #[arg(long, value_name = "all|core|none")]
+    pub env_inherit: Option<String>,
+
+    /// Keep the names matching `*KEY*`, `*SECRET*`, `*TOKEN*` (removed by default).
+    #[arg(long)]
+    pub env_ignore_default_excludes: bool,
+
+    /// Drop variables whose name matches PATTERN (repeatable; `*` and `?`, case-insensitive).
+    #[arg(long, value_name = "PATTERN")]
+    pub env_exclude: Vec<String>,
+
+    /// Set NAME=VALUE in the child (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub env_set: Vec<String>,
+
+    /// Add back server variables matching PATTERN after the excludes (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub env_include: Vec<String>,
+
+    /// Keep only variables matching PATTERN, after `--env-set` (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub env_include_only: Vec<String>,
+
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `stockade serve` flags.

@@ -10,6 +10,7 @@ pub mod env;
 pub mod paths;
 pub mod process;
 pub mod protocol;
+pub mod run;
 pub mod sandbox;
 pub mod server;
 pub mod transport;

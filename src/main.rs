@@ -4,9 +4,10 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::AsyncWriteExt;
 
-use stockade::cli::{Cli, Command, ServeArgs};
+use stockade::cli::{Cli, Command, RunArgs, ServeArgs};
 use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
+use stockade::run::{RunPolicyFile, RunRequest, parse_inherit};
 use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
 use stockade::transport::{stdio, ws};
@@ -25,7 +26,60 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Run(args) => run(args),
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let file = match &args.policy {
+        Some(path) => RunPolicyFile::load(path).map_err(anyhow::Error::msg)?,
+        None => RunPolicyFile::default(),
+    };
+    let mut env = file.env_policy().map_err(anyhow::Error::msg)?;
+    if let Some(inherit) = &args.env_inherit {
+        env.inherit = parse_inherit(inherit).map_err(|e| anyhow::anyhow!("--env-inherit: {e}"))?;
+    }
+    env.ignore_default_excludes |= args.env_ignore_default_excludes;
+    env.exclude.extend(args.env_exclude.iter().cloned());
+    env.include.extend(args.env_include.iter().cloned());
+    env.include_only
+        .extend(args.env_include_only.iter().cloned());
+    for kv in &args.env_set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--env-set {kv:?}: expected NAME=VALUE"))?;
+        env.set.insert(k.to_string(), v.to_string());
+    }
+    let cwd = match &args.cwd {
+        Some(c) => std::path::absolute(c)?,
+        None => std::env::current_dir()?,
+    };
+    let config_file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let config = ServerConfig {
+        never_inherit: config_file.env.never_inherit.clone(),
+        ..ServerConfig::default()
+    };
+    let zygote = Zygote::start().context("starting the zygote process")?;
+    stockade::process::sys::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let code = runtime.block_on(async move {
+        let server = Server::new(config, zygote)?;
+        let request = RunRequest {
+            argv: args.command.clone(),
+            cwd,
+            env,
+        };
+        let code = stockade::run::run(server.clone(), request).await;
+        server.shutdown().await;
+        anyhow::Ok(code)
+    })?;
+    std::process::exit(code);
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -1,0 +1,181 @@
+//! `stockade run`: runs one command through the same code path as `process/start` (an
+//! in-process session), forwarding stdin, stdout, stderr and the exit status.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::env::{EnvPolicy, Inherit};
+use crate::process::table::Lookup;
+use crate::server::Server;
+use crate::server::methods;
+
+/// A `stockade run` policy file (TOML; unknown keys are an error).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunPolicyFile {
+    /// `[env]`: the environment policy, with PROTOCOL.md section 5 fields in snake_case.
+    #[serde(default)]
+    pub env: Option<EnvPolicyFile>,
+}
+
+/// `[env]` of a run policy file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvPolicyFile {
+    /// `all`, `core` or `none`.
+    pub inherit: Option<String>,
+    /// Skip the default `*KEY*`/`*SECRET*`/`*TOKEN*` excludes.
+    #[serde(default)]
+    pub ignore_default_excludes: bool,
+    /// Names to drop.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Variables to set.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keep only these names (after `set`).
+    #[serde(default)]
+    pub include_only: Vec<String>,
+    /// Server variables to add back after the excludes.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+/// Parses an `inherit` value.
+pub fn parse_inherit(s: &str) -> Result<Inherit, String> {
+    match s {
+        "all" => Ok(Inherit::All),
+        "core" => Ok(Inherit::Core),
+        "none" => Ok(Inherit::None),
+        other => Err(format!("inherit must be all, core or none, got {other:?}")),
+    }
+}
+
+impl RunPolicyFile {
+    /// Reads and parses a policy file.
+    pub fn load(path: &Path) -> Result<RunPolicyFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading policy file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("policy file {}: {e}", path.display()))
+    }
+
+    /// The environment policy of the file (defaults when it has no `[env]`).
+    pub fn env_policy(&self) -> Result<EnvPolicy, String> {
+        let Some(f) = &self.env else {
+            return Ok(EnvPolicy::default());
+        };
+        Ok(EnvPolicy {
+            inherit: match &f.inherit {
+                Some(s) => parse_inherit(s)?,
+                None => Inherit::All,
+            },
+            ignore_default_excludes: f.ignore_default_excludes,
+            exclude: f.exclude.clone(),
+            set: f.set.clone(),
+            include_only: f.include_only.clone(),
+            include: f.include.clone(),
+        })
+    }
+}
+
+/// Converts a policy to its wire shape.
+pub fn env_policy_json(p: &EnvPolicy) -> Value {
+    json!({
+        "inherit": match p.inherit { Inherit::All => "all", Inherit::Core => "core", Inherit::None => "none" },
+        "ignoreDefaultExcludes": p.ignore_default_excludes,
+        "exclude": p.exclude,
+        "set": p.set,
+        "includeOnly": p.include_only,
+        "include": p.include,
+    })
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Working directory (absolute).
+    pub cwd: PathBuf,
+    /// Environment policy.
+    pub env: EnvPolicy,
+}
+
+/// Exit status used when stockade itself fails before the command runs.
+pub const EXIT_STOCKADE_ERROR: i32 = 125;
+
+/// Runs the command; returns the exit status to exit with (128+n for a signal death).
+pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
+    let (tx, mut rx) = mpsc::channel(server.config.outbox_capacity);
+    let session = server.sessions.create(tx);
+    let params = json!({
+        "processId": "run",
+        "argv": req.argv,
+        "cwd": req.cwd.to_string_lossy(),
+        "env": {},
+        "envPolicy": env_policy_json(&req.env),
+        "tty": false,
+        "pipeStdin": true,
+    });
+    let reply = methods::handle(&server, &session, "process/start", params).await;
+    if let Err(e) = &reply.result {
+        eprintln!("stockade: {}", e.message);
+        return EXIT_STOCKADE_ERROR;
+    }
+    if let Some(gate) = reply.after_send {
+        let _ = gate.send(());
+    }
+    if let Lookup::Live(process) = session.processes.get("run") {
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if process.write(&buf[..n], None).await
+                            != crate::protocol::process::WriteStatus::Accepted
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            process.close_stdin().await;
+        });
+    }
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut code = EXIT_STOCKADE_ERROR;
+    while let Some(msg) = rx.recv().await {
+        let Ok(v) = serde_json::from_str::<Value>(&msg.0) else {
+            continue;
+        };
+        let p = &v["params"];
+        match v["method"].as_str() {
+            Some("process/output") => {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(p["chunk"].as_str().unwrap_or(""))
+                    .unwrap_or_default();
+                let _ = if p["stream"] == "stderr" {
+                    stderr.write_all(&data).await
+                } else {
+                    stdout.write_all(&data).await
+                };
+            }
+            Some("process/exited") => code = p["exitCode"].as_i64().unwrap_or(1) as i32,
+            Some("process/closed") => break,
+            _ => {}
+        }
+    }
+    let _ = stdout.flush().await;
+    let _ = stderr.flush().await;
+    code
+}
