@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn server_with_env(extra_args: &[&str]) -> Client {
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(bin());
     cmd.arg("serve").args(extra_args).env_clear();
     for (k, v) in [
         ("PATH", "/usr/bin:/bin"),
@@ -175,7 +175,7 @@ async fn config_file_errors_are_reported_at_startup() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("server.toml");
     std::fs::write(&cfg, "[env]\nnever_inherti = []\n").unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .stdin(std::process::Stdio::null())
         .output()

@@ -221,14 +221,14 @@ async fn ws_bearer_token() {
 
 #[tokio::test]
 async fn listen_address_rules() {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["serve", "--listen", "ws://0.0.0.0:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--ws-token-file"), "{err}");
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["serve", "--listen", "ws://localhost:0"])
         .output()
         .unwrap();

@@ -5,10 +5,10 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{BIN, marker};
+use common::{bin, marker};
 
 fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("run")
         .args(args)
         .env_clear()

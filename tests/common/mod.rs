@@ -15,7 +15,11 @@ use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+/// The stockade binary: `$STOCKADE_BIN` when set (the unprivileged CI pass runs a copy that
+/// uid 65534 can reach), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("STOCKADE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stockade").to_string())
+}
 
 pub fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -112,7 +116,7 @@ impl Client {
 
     /// Spawns `stockade serve <args>` on stdio.
     pub async fn stdio(args: &[&str]) -> Client {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("serve").args(args);
         Self::stdio_cmd(cmd).await
     }
@@ -156,7 +160,7 @@ impl Client {
 
     /// Spawns `stockade serve --listen ws://127.0.0.1:0 <args>` and returns the URL.
     pub async fn spawn_ws_server(args: &[&str]) -> (Child, String) {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("serve")
             .arg("--listen")
             .arg("ws://127.0.0.1:0")
