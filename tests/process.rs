@@ -536,7 +536,7 @@ both_transports!(spawn_errors, |t| async move {
         .start_with(
             "s2",
             &["true"],
-            json!({"sandbox": {"permissions": {"type": "managed"}}}),
+            json!({"sandbox": {"permissions": {"type": "managed", "network": "restricted", "file_system": {"type": "restricted", "entries": [{"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}]}}}}),
         )
         .await
         .unwrap_err();

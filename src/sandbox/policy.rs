@@ -1,56 +1,569 @@
-//! Validation of the sandbox fields of a request. Until Landlock/seccomp enforcement lands,
-//! the only policies that can be honoured are "no policy" and "danger-full-access": every
-//! other policy is refused with -32021 rather than run with less confinement than requested.
+//! One policy model for every wire shape (PROTOCOL.md section 6.1), and the conversions from
+//! `sandboxPolicy` (6.2, Codex's `SandboxPolicy`) and `sandbox` (6.3, permission profiles).
+//!
+//! The model is a list of `(path, access)` entries resolved by longest prefix (whole
+//! components; on a tie `none` beats `write` beats `read`; uncovered paths are `none`), plus the
+//! network switch and whether hardening applies. Paths are absolute and lexically normalised
+//! here; symlinks are followed when the enforcer opens them, as the kernel would.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::protocol::{ErrorCode, RpcError};
+use crate::paths::parse_wire_path;
 
-/// What a request asked for, as far as this build can honour it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requested {
-    /// No policy given: the server default applies (currently unconfined).
-    Default,
-    /// `danger-full-access` (or `permissions.type = disabled`): nothing is confined.
-    FullAccess,
+/// Access granted to a subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Read and execute.
+    Read,
+    /// Read, execute, create, modify, delete, rename.
+    Write,
+    /// Nothing.
+    None,
 }
 
-/// Checks `sandboxPolicy` / `sandbox` of a `process/start`.
-pub fn check_request(
-    sandbox_policy: Option<&Value>,
-    sandbox: Option<&Value>,
-) -> Result<Requested, RpcError> {
-    let sandbox_policy = sandbox_policy.filter(|v| !v.is_null());
-    let sandbox = sandbox.filter(|v| !v.is_null());
-    match (sandbox_policy, sandbox) {
-        (Some(_), Some(_)) => Err(RpcError::invalid_params(
-            "send either sandboxPolicy or sandbox, not both",
-        )),
-        (None, None) => Ok(Requested::Default),
-        (Some(p), None) => match p.get("type").and_then(Value::as_str) {
-            Some("danger-full-access") => Ok(Requested::FullAccess),
-            Some(t) => Err(unavailable(t)),
-            None => Err(RpcError::invalid_params(
-                "sandboxPolicy.type: missing or not a string",
-            )),
-        },
-        (None, Some(s)) => match s.pointer("/permissions/type").and_then(Value::as_str) {
-            Some("disabled") => Ok(Requested::FullAccess),
-            Some(t) => Err(unavailable(t)),
-            None => Err(RpcError::invalid_params(
-                "sandbox.permissions.type: missing or not a string",
-            )),
-        },
+impl Access {
+    /// Tie-break rank: `none` beats `write` beats `read`.
+    fn rank(self) -> u8 {
+        match self {
+            Access::Read => 0,
+            Access::Write => 1,
+            Access::None => 2,
+        }
     }
 }
 
-fn unavailable(kind: &str) -> RpcError {
-    RpcError::new(
-        ErrorCode::SandboxUnavailable,
-        format!(
-            "sandbox enforcement not available: policy `{kind}` cannot be enforced by this build of stockade"
-        ),
-    )
+/// One filesystem entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FsEntry {
+    /// Absolute, normalised path.
+    pub path: PathBuf,
+    /// What the subtree may do.
+    pub access: Access,
+    /// Where the entry came from (for reports and errors).
+    pub origin: &'static str,
+    /// Skip silently when the path does not exist (otherwise a missing `read`/`none` path
+    /// inside a writable root must be protected from creation).
+    pub skip_if_missing: bool,
+}
+
+/// How the filesystem is confined.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Filesystem {
+    /// No filesystem confinement.
+    Unrestricted,
+    /// Only the entries.
+    Restricted(Vec<FsEntry>),
+}
+
+/// The policy levels of the ceiling: `read-only < workspace-write < external-sandbox <
+/// danger-full-access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// No write access anywhere.
+    ReadOnly,
+    /// Write access somewhere.
+    WorkspaceWrite,
+    /// Unrestricted filesystem, hardening on.
+    ExternalSandbox,
+    /// Nothing confined.
+    DangerFullAccess,
+}
+
+impl Level {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::ReadOnly => "read-only",
+            Level::WorkspaceWrite => "workspace-write",
+            Level::ExternalSandbox => "external-sandbox",
+            Level::DangerFullAccess => "danger-full-access",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s {
+            "read-only" => Level::ReadOnly,
+            "workspace-write" => Level::WorkspaceWrite,
+            "external-sandbox" => Level::ExternalSandbox,
+            "danger-full-access" => Level::DangerFullAccess,
+            _ => return None,
+        })
+    }
+}
+
+/// The internal policy every wire shape becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SandboxPolicy {
+    /// Name for reports (`read-only`, `workspace-write`, ..., or `managed`).
+    pub name: String,
+    /// Ceiling level.
+    pub level: Level,
+    /// Filesystem confinement.
+    pub filesystem: Filesystem,
+    /// Network enabled.
+    pub network: bool,
+    /// Hardening (no_new_privs, seccomp deny set, scopes, no capabilities).
+    pub hardening: bool,
+    /// Things the conversion ignored (unknown kinds...), reported back.
+    pub notes: Vec<String>,
+}
+
+impl SandboxPolicy {
+    /// `danger-full-access`.
+    pub fn full_access() -> SandboxPolicy {
+        SandboxPolicy {
+            name: "danger-full-access".into(),
+            level: Level::DangerFullAccess,
+            filesystem: Filesystem::Unrestricted,
+            network: true,
+            hardening: false,
+            notes: Vec::new(),
+        }
+    }
+
+    /// True when nothing at all is confined.
+    pub fn is_unconfined(&self) -> bool {
+        !self.hardening && self.network && self.filesystem == Filesystem::Unrestricted
+    }
+
+    /// The access the policy grants at `path` (absolute, normalised), by the rules of 6.1.
+    pub fn access_at(&self, path: &Path) -> Access {
+        let Filesystem::Restricted(entries) = &self.filesystem else {
+            return Access::Write;
+        };
+        let mut best: Option<(usize, Access)> = None;
+        for e in entries {
+            if path.starts_with(&e.path) {
+                let depth = e.path.components().count();
+                best = match best {
+                    Some((d, a)) if d > depth || (d == depth && a.rank() >= e.access.rank()) => {
+                        Some((d, a))
+                    }
+                    _ => Some((depth, e.access)),
+                };
+            }
+        }
+        best.map(|(_, a)| a).unwrap_or(Access::None)
+    }
+}
+
+/// Why a policy object was refused (-32602).
+pub type PolicyError = String;
+
+/// Lexical normalisation of an absolute path (`.`/`..` removed; `..` at `/` stays `/`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    out
+}
+
+/// Context a policy is resolved in.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The process's working directory (absolute).
+    pub cwd: &'a Path,
+    /// The child's `TMPDIR`, if set.
+    pub tmpdir: Option<&'a str>,
+}
+
+/// The platform defaults of `include_platform_defaults` / `minimal`.
+pub const PLATFORM_DEFAULTS: [&str; 6] = ["/bin", "/sbin", "/usr", "/lib", "/lib64", "/etc"];
+
+/// Names protected (read-only) inside every writable root of a 6.2 `workspace-write` policy.
+pub const PROTECTED_NAMES: [&str; 3] = [".git", ".agents", ".codex"];
+
+fn entry(path: &Path, access: Access, origin: &'static str) -> FsEntry {
+    FsEntry {
+        path: normalize(path),
+        access,
+        origin,
+        skip_if_missing: false,
+    }
+}
+
+fn bool_field(obj: &Value, field: &str, default: bool, ctx: &str) -> Result<bool, PolicyError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("{ctx}.{field}: must be a boolean")),
+    }
+}
+
+fn abs_paths(obj: &Value, field: &str, ctx: &str) -> Result<Vec<PathBuf>, PolicyError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format!("{ctx}.{field}[{i}]: must be a string"))?;
+                parse_wire_path(s)
+                    .map(|(p, _)| normalize(&p))
+                    .map_err(|e| format!("{ctx}.{field}[{i}]: {e}"))
+            })
+            .collect(),
+        Some(_) => Err(format!("{ctx}.{field}: must be an array of paths")),
+    }
+}
+
+/// Read entries of a 6.2 read access object (`access` / `read_only_access`).
+fn read_access(v: Option<&Value>, ctx: &Context, field: &str) -> Result<Vec<FsEntry>, PolicyError> {
+    let kind = v.and_then(|v| v.get("type")).and_then(Value::as_str);
+    match (v, kind) {
+        (None, _) | (Some(Value::Null), _) | (_, Some("full-access")) => {
+            Ok(vec![entry(Path::new("/"), Access::Read, "root")])
+        }
+        (Some(obj), Some("restricted")) => {
+            let ctxname = format!("sandboxPolicy.{field}");
+            let mut out: Vec<FsEntry> = abs_paths(obj, "readable_roots", &ctxname)?
+                .iter()
+                .map(|p| entry(p, Access::Read, "readable_roots"))
+                .collect();
+            out.push(entry(ctx.cwd, Access::Read, "cwd"));
+            if bool_field(obj, "include_platform_defaults", true, &ctxname)? {
+                for p in PLATFORM_DEFAULTS {
+                    let mut e = entry(Path::new(p), Access::Read, "platform defaults");
+                    e.skip_if_missing = true;
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        }
+        (Some(_), other) => Err(format!(
+            "sandboxPolicy.{field}.type: must be \"full-access\" or \"restricted\", got {other:?}"
+        )),
+    }
+}
+
+/// `read` entries for the protected names inside a writable root, including a `gitdir:`
+/// target when `.git` is a file. Only existing paths are protected (as Codex does).
+fn protected_inside(root: &Path) -> Vec<FsEntry> {
+    let mut out = Vec::new();
+    for name in PROTECTED_NAMES {
+        let p = root.join(name);
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        out.push(entry(&p, Access::Read, "protected path"));
+        if name == ".git"
+            && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
+            && let Ok(text) = std::fs::read_to_string(&p)
+            && let Some(dir) = text.lines().find_map(|l| l.strip_prefix("gitdir:"))
+        {
+            let dir = Path::new(dir.trim());
+            let dir = if dir.is_absolute() {
+                dir.to_path_buf()
+            } else {
+                root.join(dir)
+            };
+            out.push(entry(&dir, Access::Read, "protected gitdir"));
+        }
+    }
+    out
+}
+
+/// Converts a `sandboxPolicy` (6.2).
+pub fn from_sandbox_policy(v: &Value, ctx: &Context) -> Result<SandboxPolicy, PolicyError> {
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("sandboxPolicy.type: missing or not a string")?;
+    let base = |name: &str, level| SandboxPolicy {
+        name: name.to_string(),
+        level,
+        filesystem: Filesystem::Unrestricted,
+        network: false,
+        hardening: true,
+        notes: Vec::new(),
+    };
+    match kind {
+        "danger-full-access" => Ok(SandboxPolicy::full_access()),
+        "read-only" => {
+            let mut p = base("read-only", Level::ReadOnly);
+            p.filesystem = Filesystem::Restricted(read_access(v.get("access"), ctx, "access")?);
+            p.network = bool_field(v, "network_access", false, "sandboxPolicy")?;
+            Ok(p)
+        }
+        "workspace-write" => {
+            let mut p = base("workspace-write", Level::WorkspaceWrite);
+            let mut entries = read_access(v.get("read_only_access"), ctx, "read_only_access")?;
+            let mut roots = vec![normalize(ctx.cwd)];
+            roots.extend(abs_paths(v, "writable_roots", "sandboxPolicy")?);
+            if !bool_field(v, "exclude_slash_tmp", false, "sandboxPolicy")? {
+                roots.push(PathBuf::from("/tmp"));
+            }
+            if !bool_field(v, "exclude_tmpdir_env_var", false, "sandboxPolicy")?
+                && let Some(t) = ctx.tmpdir.filter(|t| t.starts_with('/'))
+            {
+                roots.push(normalize(Path::new(t)));
+            }
+            for root in &roots {
+                entries.push(entry(root, Access::Write, "writable root"));
+                entries.extend(protected_inside(root));
+            }
+            p.filesystem = Filesystem::Restricted(entries);
+            p.network = bool_field(v, "network_access", false, "sandboxPolicy")?;
+            Ok(p)
+        }
+        "external-sandbox" => {
+            let mut p = base("external-sandbox", Level::ExternalSandbox);
+            p.network = network_word(v.get("network_access"), "sandboxPolicy.network_access")?;
+            Ok(p)
+        }
+        other => Err(format!(
+            "sandboxPolicy.type: unknown policy type {other:?} (expected danger-full-access, read-only, workspace-write or external-sandbox)"
+        )),
+    }
+}
+
+fn network_word(v: Option<&Value>, field: &str) -> Result<bool, PolicyError> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::String(s)) if s == "restricted" => Ok(false),
+        Some(Value::String(s)) if s == "enabled" => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(format!(
+            "{field}: must be \"restricted\" or \"enabled\", got {other}"
+        )),
+    }
+}
+
+fn uri_list(v: Option<&Value>, field: &str) -> Result<Option<Vec<PathBuf>>, PolicyError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| format!("{field}[{i}]: must be a string"))?;
+                parse_wire_path(s)
+                    .map(|(p, _)| normalize(&p))
+                    .map_err(|e| format!("{field}[{i}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(format!("{field}: must be an array of file URIs")),
+    }
+}
+
+/// Converts a `sandbox` object (6.3). `process_cwd` is the process's cwd (the default of
+/// `sandbox.cwd`).
+pub fn from_permission_profile(
+    v: &Value,
+    process_cwd: &Path,
+    tmpdir: Option<&str>,
+) -> Result<SandboxPolicy, PolicyError> {
+    let perms = v.get("permissions").ok_or("sandbox.permissions: missing")?;
+    let ptype = perms
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("sandbox.permissions.type: missing or not a string")?;
+    let cwd = match v.get("cwd").or_else(|| v.pointer("/policyContext/cwd")) {
+        None | Some(Value::Null) => normalize(process_cwd),
+        Some(Value::String(s)) => parse_wire_path(s)
+            .map(|(p, _)| normalize(&p))
+            .map_err(|e| format!("sandbox.cwd: {e}"))?,
+        Some(_) => return Err("sandbox.cwd: must be a file URI".into()),
+    };
+    let roots = match uri_list(v.get("workspaceRoots"), "sandbox.workspaceRoots")? {
+        Some(r) => r,
+        None => uri_list(
+            v.pointer("/policyContext/workspaceRoots"),
+            "sandbox.policyContext.workspaceRoots",
+        )?
+        .unwrap_or_else(|| vec![cwd.clone()]),
+    };
+    match ptype {
+        "disabled" => Ok(SandboxPolicy::full_access()),
+        "external" => Ok(SandboxPolicy {
+            name: "external".into(),
+            level: Level::ExternalSandbox,
+            filesystem: Filesystem::Unrestricted,
+            network: network_word(perms.get("network"), "sandbox.permissions.network")?,
+            hardening: true,
+            notes: Vec::new(),
+        }),
+        "managed" => {
+            let network = network_word(perms.get("network"), "sandbox.permissions.network")?;
+            let fs = perms
+                .get("file_system")
+                .ok_or("sandbox.permissions.file_system: missing")?;
+            let fstype = fs
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or("sandbox.permissions.file_system.type: missing or not a string")?;
+            let mut notes = Vec::new();
+            let filesystem = match fstype {
+                "unrestricted" => Filesystem::Unrestricted,
+                "restricted" => {
+                    let items = match fs.get("entries") {
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(Value::Array(a)) => a.clone(),
+                        Some(_) => {
+                            return Err(
+                                "sandbox.permissions.file_system.entries: must be an array".into(),
+                            );
+                        }
+                    };
+                    let mut entries = Vec::new();
+                    for (i, item) in items.iter().enumerate() {
+                        let ctxname = format!("sandbox.permissions.file_system.entries[{i}]");
+                        entries.extend(managed_entry(
+                            item, &ctxname, &cwd, &roots, tmpdir, &mut notes,
+                        )?);
+                    }
+                    Filesystem::Restricted(entries)
+                }
+                other => {
+                    return Err(format!(
+                        "sandbox.permissions.file_system.type: must be \"restricted\" or \"unrestricted\", got {other:?}"
+                    ));
+                }
+            };
+            let level = match &filesystem {
+                Filesystem::Unrestricted => Level::ExternalSandbox,
+                Filesystem::Restricted(e) if e.iter().any(|e| e.access == Access::Write) => {
+                    Level::WorkspaceWrite
+                }
+                Filesystem::Restricted(_) => Level::ReadOnly,
+            };
+            Ok(SandboxPolicy {
+                name: "managed".into(),
+                level,
+                filesystem,
+                network,
+                hardening: true,
+                notes,
+            })
+        }
+        other => Err(format!(
+            "sandbox.permissions.type: must be \"managed\", \"disabled\" or \"external\", got {other:?}"
+        )),
+    }
+}
+
+fn managed_entry(
+    item: &Value,
+    ctxname: &str,
+    cwd: &Path,
+    roots: &[PathBuf],
+    tmpdir: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<FsEntry>, PolicyError> {
+    let access = match item.get("access").and_then(Value::as_str) {
+        Some("read") => Access::Read,
+        Some("write") => Access::Write,
+        Some("none") | Some("deny") => Access::None,
+        other => {
+            return Err(format!(
+                "{ctxname}.access: must be \"read\", \"write\" or \"none\", got {other:?}"
+            ));
+        }
+    };
+    let skip = item.get("missing_path_behavior").and_then(Value::as_str) == Some("skip");
+    let path = item.get("path").ok_or(format!("{ctxname}.path: missing"))?;
+    let bases: Vec<PathBuf> = match path.get("type").and_then(Value::as_str) {
+        Some("path") => {
+            let s = path
+                .get("path")
+                .and_then(Value::as_str)
+                .ok_or(format!("{ctxname}.path.path: missing or not a string"))?;
+            vec![
+                parse_wire_path(s)
+                    .map(|(p, _)| p)
+                    .map_err(|e| format!("{ctxname}.path.path: {e}"))?,
+            ]
+        }
+        Some("special") => {
+            let value = path
+                .get("value")
+                .ok_or(format!("{ctxname}.path.value: missing"))?;
+            let kind = value.get("kind").and_then(Value::as_str).ok_or(format!(
+                "{ctxname}.path.value.kind: missing or not a string"
+            ))?;
+            let mut bases: Vec<PathBuf> = match kind {
+                "root" => vec![PathBuf::from("/")],
+                "minimal" => PLATFORM_DEFAULTS.iter().map(PathBuf::from).collect(),
+                "current_working_directory" => vec![cwd.to_path_buf()],
+                "project_roots" => roots.to_vec(),
+                "tmpdir" => tmpdir
+                    .filter(|t| t.starts_with('/'))
+                    .map(|t| vec![PathBuf::from(t)])
+                    .unwrap_or_default(),
+                "slash_tmp" => vec![PathBuf::from("/tmp")],
+                other => {
+                    // Ignoring an entry can only remove access, never add it.
+                    notes.push(format!(
+                        "{ctxname}: unknown special path kind {other:?} ignored"
+                    ));
+                    Vec::new()
+                }
+            };
+            if let Some(sub) = value.get("subpath").and_then(Value::as_str) {
+                if Path::new(sub).is_absolute() {
+                    return Err(format!("{ctxname}.path.value.subpath: must be relative"));
+                }
+                bases = bases.into_iter().map(|b| b.join(sub)).collect();
+            }
+            if kind == "minimal" {
+                // Platform directories that do not exist on this host are simply absent.
+                return Ok(bases
+                    .iter()
+                    .map(|b| FsEntry {
+                        skip_if_missing: true,
+                        ..entry(b, access, "managed entry")
+                    })
+                    .collect());
+            }
+            bases
+        }
+        other => {
+            return Err(format!(
+                "{ctxname}.path.type: must be \"path\" or \"special\", got {other:?}"
+            ));
+        }
+    };
+    Ok(bases
+        .iter()
+        .map(|b| FsEntry {
+            skip_if_missing: skip,
+            ..entry(b, access, "managed entry")
+        })
+        .collect())
+}
+
+/// Converts whichever shape a request carries. `None` means "no policy given".
+pub fn from_request(
+    sandbox_policy: Option<&Value>,
+    sandbox: Option<&Value>,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<SandboxPolicy>, PolicyError> {
+    let sandbox_policy = sandbox_policy.filter(|v| !v.is_null());
+    let sandbox = sandbox.filter(|v| !v.is_null());
+    let tmpdir = env.get("TMPDIR").map(String::as_str);
+    match (sandbox_policy, sandbox) {
+        (Some(_), Some(_)) => Err("send either sandboxPolicy or sandbox, not both".into()),
+        (None, None) => Ok(None),
+        (Some(p), None) => from_sandbox_policy(p, &Context { cwd, tmpdir }).map(Some),
+        (None, Some(s)) => from_permission_profile(s, cwd, tmpdir).map(Some),
+    }
 }
 
 #[cfg(test)]
@@ -58,20 +571,263 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ctx<'a>(cwd: &'a Path) -> Context<'a> {
+        Context {
+            cwd,
+            tmpdir: Some("/var/tmp/job"),
+        }
+    }
+
+    fn entries(p: &SandboxPolicy) -> Vec<(String, Access)> {
+        match &p.filesystem {
+            Filesystem::Unrestricted => panic!("unrestricted"),
+            Filesystem::Restricted(e) => e
+                .iter()
+                .map(|e| (e.path.to_string_lossy().into_owned(), e.access))
+                .collect(),
+        }
+    }
+
     #[test]
-    fn only_unconfined_policies_pass() {
-        assert_eq!(check_request(None, None), Ok(Requested::Default));
+    fn longest_prefix_and_ties() {
+        let p = SandboxPolicy {
+            name: "t".into(),
+            level: Level::WorkspaceWrite,
+            filesystem: Filesystem::Restricted(vec![
+                entry(Path::new("/"), Access::Read, "t"),
+                entry(Path::new("/w"), Access::Write, "t"),
+                entry(Path::new("/w/.git"), Access::Read, "t"),
+                entry(Path::new("/w/secret"), Access::None, "t"),
+                entry(Path::new("/w/secret"), Access::Write, "t"),
+                entry(Path::new("/x"), Access::Write, "t"),
+                entry(Path::new("/x"), Access::Read, "t"),
+            ]),
+            network: false,
+            hardening: true,
+            notes: vec![],
+        };
+        assert_eq!(p.access_at(Path::new("/etc/passwd")), Access::Read);
+        assert_eq!(p.access_at(Path::new("/w/src/a.rs")), Access::Write);
+        assert_eq!(p.access_at(Path::new("/w/.git/config")), Access::Read);
         assert_eq!(
-            check_request(Some(&json!({"type":"danger-full-access"})), None),
-            Ok(Requested::FullAccess)
+            p.access_at(Path::new("/w/.gitignore")),
+            Access::Write,
+            "whole components"
         );
         assert_eq!(
-            check_request(None, Some(&json!({"permissions":{"type":"disabled"}}))),
-            Ok(Requested::FullAccess)
+            p.access_at(Path::new("/w/secret/k")),
+            Access::None,
+            "none beats write"
         );
-        let e = check_request(Some(&json!({"type":"read-only"})), None).unwrap_err();
-        assert_eq!(e.code, -32021);
-        let e = check_request(Some(&json!({})), Some(&json!({}))).unwrap_err();
-        assert_eq!(e.code, -32602);
+        assert_eq!(
+            p.access_at(Path::new("/x/y")),
+            Access::Write,
+            "write beats read"
+        );
+        let q = SandboxPolicy {
+            filesystem: Filesystem::Restricted(vec![entry(Path::new("/usr"), Access::Read, "t")]),
+            ..p
+        };
+        assert_eq!(
+            q.access_at(Path::new("/etc")),
+            Access::None,
+            "uncovered is none"
+        );
+    }
+
+    #[test]
+    fn read_only_shapes() {
+        let cwd = Path::new("/home/ci/repo");
+        let p = from_sandbox_policy(&json!({"type": "read-only"}), &ctx(cwd)).unwrap();
+        assert_eq!(entries(&p), vec![("/".into(), Access::Read)]);
+        assert!(!p.network && p.hardening);
+        assert_eq!(p.level, Level::ReadOnly);
+        let p = from_sandbox_policy(
+            &json!({"type": "read-only", "network_access": true}),
+            &ctx(cwd),
+        )
+        .unwrap();
+        assert!(p.network);
+        let p = from_sandbox_policy(
+            &json!({"type": "read-only", "access": {"type": "restricted", "readable_roots": ["/opt/x", "file:///data/y%20z"]}}),
+            &ctx(cwd),
+        )
+        .unwrap();
+        let mut want: Vec<(String, Access)> = vec![
+            ("/opt/x".into(), Access::Read),
+            ("/data/y z".into(), Access::Read),
+            ("/home/ci/repo".into(), Access::Read),
+        ];
+        want.extend(
+            PLATFORM_DEFAULTS
+                .iter()
+                .map(|p| (p.to_string(), Access::Read)),
+        );
+        assert_eq!(entries(&p), want);
+        let p = from_sandbox_policy(
+            &json!({"type": "read-only", "access": {"type": "restricted", "include_platform_defaults": false}}),
+            &ctx(cwd),
+        )
+        .unwrap();
+        assert_eq!(entries(&p), vec![("/home/ci/repo".into(), Access::Read)]);
+    }
+
+    #[test]
+    fn workspace_write_shape_and_protected_paths() {
+        let dir = std::env::temp_dir().join(format!("stk-policy-{}", std::process::id()));
+        let ws = dir.join("ws");
+        std::fs::create_dir_all(ws.join(".git")).unwrap();
+        std::fs::create_dir_all(ws.join(".codex")).unwrap();
+        let wt = dir.join("wt");
+        std::fs::create_dir_all(&wt).unwrap();
+        std::fs::write(wt.join(".git"), "gitdir: ../ws/.git/worktrees/wt\n").unwrap();
+        let p = from_sandbox_policy(
+            &json!({"type": "workspace-write", "writable_roots": [wt.to_str().unwrap()], "network_access": false}),
+            &ctx(&ws),
+        )
+        .unwrap();
+        let e = entries(&p);
+        let has = |path: &Path, a: Access| {
+            e.contains(&(normalize(path).to_string_lossy().into_owned(), a))
+        };
+        assert!(has(Path::new("/"), Access::Read));
+        assert!(has(&ws, Access::Write));
+        assert!(has(&ws.join(".git"), Access::Read));
+        assert!(has(&ws.join(".codex"), Access::Read));
+        assert!(
+            !e.iter().any(|(p, _)| p.ends_with(".agents")),
+            "missing names are skipped"
+        );
+        assert!(has(&wt, Access::Write));
+        assert!(has(&wt.join(".git"), Access::Read));
+        assert!(
+            has(&ws.join(".git/worktrees/wt"), Access::Read),
+            "gitdir target protected"
+        );
+        assert!(has(Path::new("/tmp"), Access::Write));
+        assert!(has(Path::new("/var/tmp/job"), Access::Write));
+        assert_eq!(p.access_at(&ws.join(".git/config")), Access::Read);
+        assert_eq!(p.access_at(&ws.join("src")), Access::Write);
+        let p = from_sandbox_policy(
+            &json!({"type": "workspace-write", "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true,
+                    "read_only_access": {"type": "restricted", "include_platform_defaults": false}}),
+            &ctx(&ws),
+        )
+        .unwrap();
+        assert_eq!(p.access_at(Path::new("/tmp/x")), Access::None);
+        assert_eq!(p.access_at(Path::new("/var/tmp/job/x")), Access::None);
+        assert_eq!(p.access_at(Path::new("/etc/passwd")), Access::None);
+        assert_eq!(p.access_at(&ws.join("a")), Access::Write);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn external_and_full_access() {
+        let cwd = Path::new("/w");
+        let p = from_sandbox_policy(&json!({"type": "external-sandbox"}), &ctx(cwd)).unwrap();
+        assert_eq!(p.filesystem, Filesystem::Unrestricted);
+        assert!(!p.network && p.hardening);
+        let p = from_sandbox_policy(
+            &json!({"type": "external-sandbox", "network_access": "enabled"}),
+            &ctx(cwd),
+        )
+        .unwrap();
+        assert!(p.network);
+        let p = from_sandbox_policy(&json!({"type": "danger-full-access"}), &ctx(cwd)).unwrap();
+        assert!(p.is_unconfined());
+        assert!(from_sandbox_policy(&json!({"type": "bogus"}), &ctx(cwd)).is_err());
+        assert!(
+            from_sandbox_policy(
+                &json!({"type": "read-only", "network_access": "yes"}),
+                &ctx(cwd)
+            )
+            .unwrap_err()
+            .contains("network_access")
+        );
+    }
+
+    #[test]
+    fn permission_profile_shape() {
+        let v = json!({"permissions": {"type": "managed",
+            "file_system": {"type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+                {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "write"},
+                {"path": {"type": "special", "value": {"kind": "slash_tmp"}}, "access": "write"},
+                {"path": {"type": "special", "value": {"kind": "tmpdir"}}, "access": "write"},
+                {"path": {"type": "special", "value": {"kind": "project_roots", "subpath": ".git"}}, "access": "read", "missing_path_behavior": "skip"},
+                {"path": {"type": "path", "path": "/abs/dir"}, "access": "none"},
+                {"path": {"type": "path", "path": "file:///abs/other"}, "access": "deny"},
+                {"path": {"type": "special", "value": {"kind": "future_thing"}}, "access": "write"},
+                {"path": {"type": "special", "value": {"kind": "current_working_directory"}}, "access": "read"},
+                {"path": {"type": "special", "value": {"kind": "minimal"}}, "access": "read"}]},
+            "network": "restricted"},
+            "cwd": "file:///home/ci/repo", "workspaceRoots": ["file:///home/ci/repo", "file:///home/ci/lib"],
+            "windowsSandboxLevel": "disabled", "useLegacyLandlock": false});
+        let p = from_permission_profile(&v, Path::new("/elsewhere"), Some("/var/tmp/t")).unwrap();
+        assert_eq!(p.level, Level::WorkspaceWrite);
+        assert!(!p.network);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        let e = entries(&p);
+        for (path, a) in [
+            ("/", Access::Read),
+            ("/home/ci/repo", Access::Write),
+            ("/home/ci/lib", Access::Write),
+            ("/tmp", Access::Write),
+            ("/var/tmp/t", Access::Write),
+            ("/home/ci/repo/.git", Access::Read),
+            ("/home/ci/lib/.git", Access::Read),
+            ("/abs/dir", Access::None),
+            ("/abs/other", Access::None),
+            ("/usr", Access::Read),
+        ] {
+            assert!(
+                e.contains(&(path.to_string(), a)),
+                "missing {path} {a:?} in {e:?}"
+            );
+        }
+        assert_eq!(p.access_at(Path::new("/abs/dir/x")), Access::None);
+        // Defaults: workspaceRoots = cwd = process cwd.
+        let v = json!({"permissions": {"type": "managed", "network": "enabled",
+            "file_system": {"type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "read"}]}}});
+        let p = from_permission_profile(&v, Path::new("/proc-cwd"), None).unwrap();
+        assert_eq!(entries(&p), vec![("/proc-cwd".into(), Access::Read)]);
+        assert_eq!(p.level, Level::ReadOnly);
+        assert!(p.network);
+        let p = from_permission_profile(
+            &json!({"permissions": {"type": "disabled"}}),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        assert!(p.is_unconfined());
+        let p = from_permission_profile(
+            &json!({"permissions": {"type": "external", "network": "enabled"}}),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.level, Level::ExternalSandbox);
+        assert!(p.network && p.hardening);
+        let e = from_permission_profile(&json!({"permissions": {"type": "managed", "file_system": {"type": "restricted", "entries": [{"path": {"type": "path", "path": "/x"}, "access": "all"}]}}}), Path::new("/"), None).unwrap_err();
+        assert!(e.contains("entries[0].access"), "{e}");
+    }
+
+    #[test]
+    fn both_shapes_is_an_error() {
+        let env = BTreeMap::new();
+        assert!(
+            from_request(
+                Some(&json!({"type": "read-only"})),
+                Some(&json!({})),
+                Path::new("/"),
+                &env
+            )
+            .is_err()
+        );
+        assert_eq!(
+            from_request(None, Some(&Value::Null), Path::new("/"), &env),
+            Ok(None)
+        );
     }
 }

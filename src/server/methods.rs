@@ -179,7 +179,20 @@ async fn start_inner(
     }
     let (cwd, _) = parse_wire_path(&p.cwd)
         .map_err(|e| RpcError::invalid_params(format!("invalid params: cwd: {e}")))?;
-    let requested = policy::check_request(p.sandbox_policy.as_ref(), p.sandbox.as_ref())?;
+    let requested =
+        policy::from_request(p.sandbox_policy.as_ref(), p.sandbox.as_ref(), &cwd, &p.env)
+            .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))?;
+    if let Some(pol) = &requested
+        && !pol.is_unconfined()
+    {
+        return Err(RpcError::new(
+            ErrorCode::SandboxUnavailable,
+            format!(
+                "sandbox enforcement not available: policy `{}` cannot be enforced by this build",
+                pol.name
+            ),
+        ));
+    }
     let env_policy = match p.env_policy.as_ref().filter(|v| !v.is_null()) {
         Some(v) => Some(
             EnvPolicy::from_json(v)
