@@ -117,4 +117,61 @@ pub struct ServeArgs {
     /// Server config file (TOML; unknown keys are an error). See `policies/server-*.toml`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Sandbox settings shared by `serve` and `run` (they override the config file).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SandboxArgs {
+    /// Policy for requests that carry none: a `sandboxPolicy` JSON object or a type name.
+    /// Built-in: workspace-write with the network restricted.
+    #[arg(long, value_name = "JSON|TYPE")]
+    pub default_policy: Option<String>,
+
+    /// Most permissive policy a client may ask for: read-only < workspace-write <
+    /// external-sandbox < danger-full-access (built-in: workspace-write). Requests above it
+    /// fail with -32020.
+    #[arg(long, value_name = "TYPE")]
+    pub ceiling: Option<String>,
+
+    /// Refuse every request for network access (-32020).
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Run processes whose policy this host cannot fully enforce, with the missing parts
+    /// listed in the report's `degradations`. Without it such requests fail with -32021.
+    #[arg(long)]
+    pub allow_degraded: bool,
+
+    /// Use at most this Landlock ABI (to check what older kernels would enforce).
+    #[arg(long, value_name = "N")]
+    pub landlock_abi: Option<i32>,
+}
+
+impl SandboxArgs {
+    /// Applies the flags over `settings`.
+    pub fn apply(
+        &self,
+        settings: &mut crate::sandbox::prepare::SandboxSettings,
+    ) -> Result<(), String> {
+        if let Some(p) = &self.default_policy {
+            settings.default_policy = crate::config::parse_default_policy_flag(p)?;
+        }
+        if let Some(c) = &self.ceiling {
+            settings.ceiling = crate::sandbox::policy::Level::parse(c)
+                .ok_or_else(|| format!("--ceiling: unknown policy type {c:?}"))?;
+        }
+        if self.no_network {
+            settings.allow_network = false;
+        }
+        if self.allow_degraded {
+            settings.allow_degraded = true;
+        }
+        if let Some(a) = self.landlock_abi {
+            settings.landlock_abi_cap = Some(a);
+        }
+        Ok(())
+    }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sandbox::policy::Level;
+use crate::sandbox::prepare::SandboxSettings;
+
 /// Runtime settings of `stockade serve`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -23,6 +26,8 @@ pub struct ServerConfig {
     pub outbox_capacity: usize,
     /// Operator guard: server variables matching these are never inherited by children.
     pub never_inherit: Vec<String>,
+    /// Default policy, ceiling and degradation settings.
+    pub sandbox: SandboxSettings,
 }
 
 impl Default for ServerConfig {
@@ -35,17 +40,97 @@ impl Default for ServerConfig {
             retain_exited: Duration::from_secs(30),
             outbox_capacity: 64,
             never_inherit: Vec::new(),
+            sandbox: SandboxSettings::default(),
         }
     }
 }
 
 /// The config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// `[env]`.
     #[serde(default)]
     pub env: EnvSection,
+    /// `[sandbox]`.
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+/// `[sandbox]` of the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// Policy used when a request carries none: a `sandboxPolicy` table (PROTOCOL.md 6.2) or a
+    /// type name. Built-in: `{ type = "workspace-write" }` (network restricted).
+    pub default_policy: Option<toml::Value>,
+    /// Most permissive policy type a client may ask for. Built-in: `workspace-write`.
+    pub ceiling: Option<String>,
+    /// May clients ask for network access? Built-in: true.
+    pub allow_network: Option<bool>,
+    /// Run what cannot be fully enforced, reporting degradations. Built-in: false.
+    pub allow_degraded: Option<bool>,
+    /// Use at most this Landlock ABI (simulates older kernels).
+    pub landlock_abi: Option<i32>,
+}
+
+impl SandboxSection {
+    /// Applies the section over `settings`.
+    pub fn apply(&self, settings: &mut SandboxSettings) -> Result<(), String> {
+        if let Some(p) = &self.default_policy {
+            settings.default_policy = parse_default_policy_value(
+                serde_json::to_value(p).map_err(|e| format!("sandbox.default_policy: {e}"))?,
+            )?;
+        }
+        if let Some(c) = &self.ceiling {
+            settings.ceiling = Level::parse(c).ok_or_else(|| {
+                format!("sandbox.ceiling: unknown policy type {c:?} (read-only, workspace-write, external-sandbox, danger-full-access)")
+            })?;
+        }
+        if let Some(n) = self.allow_network {
+            settings.allow_network = n;
+        }
+        if let Some(d) = self.allow_degraded {
+            settings.allow_degraded = d;
+        }
+        if let Some(a) = self.landlock_abi {
+            settings.landlock_abi_cap = Some(a);
+        }
+        Ok(())
+    }
+}
+
+/// Accepts a type name (`"read-only"`) or a 6.2 object for the default policy.
+pub fn parse_default_policy_value(v: serde_json::Value) -> Result<serde_json::Value, String> {
+    let v = match v {
+        serde_json::Value::String(s) => serde_json::json!({ "type": s }),
+        obj @ serde_json::Value::Object(_) => obj,
+        other => {
+            return Err(format!(
+                "default policy must be a type name or an object, got {other}"
+            ));
+        }
+    };
+    // Validate now (against a neutral cwd) so a typo fails at startup, not per request.
+    crate::sandbox::policy::from_sandbox_policy(
+        &v,
+        &crate::sandbox::policy::Context {
+            cwd: std::path::Path::new("/"),
+            tmpdir: None,
+        },
+    )
+    .map_err(|e| format!("default policy: {e}"))?;
+    Ok(v)
+}
+
+/// Parses `--default-policy`: a JSON object or a type name.
+pub fn parse_default_policy_flag(s: &str) -> Result<serde_json::Value, String> {
+    let v = if s.trim_start().starts_with('{') {
+        serde_json::from_str(s).map_err(|e| format!("--default-policy: invalid JSON: {e}"))?
+    } else {
+        serde_json::Value::String(s.to_string())
+    };
+    parse_default_policy_value(v)
 }
 
 /// `[env]` of the config file.

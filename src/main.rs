@@ -8,6 +8,7 @@ use stockade::cli::{Cli, Command, RunArgs, ServeArgs};
 use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
 use stockade::run::{RunPolicyFile, RunRequest, parse_inherit};
+use stockade::sandbox::prepare::SandboxSettings;
 use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
 use stockade::transport::{stdio, ws};
@@ -110,7 +111,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
+    let mut sandbox = SandboxSettings::default();
+    file.sandbox
+        .apply(&mut sandbox)
+        .map_err(anyhow::Error::msg)?;
+    args.sandbox
+        .apply(&mut sandbox)
+        .map_err(anyhow::Error::msg)?;
     let config = ServerConfig {
+        sandbox,
         never_inherit: file.env.never_inherit.clone(),
         max_message_bytes: args.max_message_bytes,
         session_grace: Duration::from_millis(args.session_grace_ms),

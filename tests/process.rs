@@ -22,9 +22,12 @@ both_transports!(output_exit_and_sequence, |t| async move {
         .start("p", &["sh", "-c", "printf out; printf err >&2; exit 3"])
         .await;
     assert_eq!(r["processId"], "p");
-    assert_eq!(r["sandboxType"], "none");
+    // No policy in the request: the server default (workspace-write, network blocked).
+    assert_eq!(r["sandboxType"], "linuxSeccomp");
     assert!(r["pid"].as_i64().unwrap() > 1);
-    assert_eq!(r["sandbox"]["enforcement"], "none");
+    assert_eq!(r["sandbox"]["policy"], "workspace-write");
+    assert_eq!(r["sandbox"]["enforcement"], "full");
+    assert_eq!(r["sandbox"]["network"], "blocked");
     let ev = c.closed("p").await;
     assert_eq!(ev.stdout, b"out");
     assert_eq!(ev.stderr, b"err");
@@ -522,36 +525,50 @@ both_transports!(spawn_errors, |t| async move {
     // No id stays reserved after a failed start.
     c.start("e2", &["true"]).await;
     c.closed("e2").await;
-    // Confining policies are refused until the sandbox lands; both shapes at once is invalid.
-    let e = c
+    // Policies: both shapes are accepted, both at once is invalid, above the ceiling is -32020.
+    let r = c
         .start_with(
             "s1",
             &["true"],
             json!({"sandboxPolicy": {"type": "read-only"}}),
         )
         .await
-        .unwrap_err();
-    assert_eq!(e["code"], -32021);
-    let e = c
+        .unwrap();
+    assert_eq!(r["sandbox"]["policy"], "read-only");
+    assert_eq!(r["sandboxType"], "linuxSeccomp");
+    let r = c
         .start_with(
             "s2",
             &["true"],
             json!({"sandbox": {"permissions": {"type": "managed", "network": "restricted", "file_system": {"type": "restricted", "entries": [{"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}]}}}}),
         )
         .await
-        .unwrap_err();
-    assert_eq!(e["code"], -32021);
+        .unwrap();
+    assert_eq!(r["sandbox"]["policy"], "managed");
     let e = c.start_with("s3", &["true"], json!({"sandboxPolicy": {"type": "danger-full-access"}, "sandbox": {"permissions": {"type": "disabled"}}})).await.unwrap_err();
     assert_eq!(e["code"], -32602);
-    let r = c
+    let e = c
         .start_with(
             "s4",
             &["true"],
             json!({"sandboxPolicy": {"type": "danger-full-access"}, "metadata": {"x": 1}}),
         )
         .await
-        .unwrap();
-    assert_eq!(r["sandboxType"], "none");
+        .unwrap_err();
+    assert_eq!(e["code"], -32020);
+    assert!(
+        e["message"].as_str().unwrap().contains("workspace-write"),
+        "{e}"
+    );
+    let e = c
+        .start_with(
+            "s5",
+            &["true"],
+            json!({"sandboxPolicy": {"type": "nonsense"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32602);
 });
 
 both_transports!(clean_child, |t| async move {

@@ -263,6 +263,7 @@ pub unsafe fn keeper_main(
             fds.stderr,
             fds.error_pipe,
             fds.status_pipe,
+            plan.sandbox.ruleset_fd,
         ]);
 
         let target = spawn_target(plan, fds, target_stack);

@@ -22,6 +22,8 @@ pub struct SpawnSpec {
     pub tty: Option<(u16, u16)>,
     /// Keep a writable stdin pipe (non-tty).
     pub pipe_stdin: bool,
+    /// Landlock ruleset for the child (sent as the 7th fd).
+    pub ruleset: Option<OwnedFd>,
 }
 
 /// Which stream an output fd carries.
@@ -182,7 +184,7 @@ impl Spawner {
             .acquire()
             .await
             .map_err(|_| setup("spawner")(io::Error::other("closed")))?;
-        let raw = [
+        let mut raw = vec![
             fds.stdin,
             fds.stdout,
             fds.stderr,
@@ -190,6 +192,9 @@ impl Spawner {
             fds.status_pipe,
             memfd.as_raw_fd(),
         ];
+        if let Some(r) = &spec.ruleset {
+            raw.push(r.as_raw_fd());
+        }
         self.send(len, &raw).await.map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
         drop((

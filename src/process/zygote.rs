@@ -25,7 +25,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::keeper;
-use crate::sandbox::child::{ChildFds, ExecPlan};
+use crate::sandbox::child::{ChildFds, ChildSandbox, ExecPlan, MountKind, MountPlan};
+use crate::sandbox::seccomp;
 
 /// What a keeper needs to start the target.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,6 +41,21 @@ pub struct KeeperRequest {
     pub cwd: Vec<u8>,
     /// Run on a PTY (new session, controlling terminal).
     pub tty: bool,
+    /// Encoded seccomp programs (empty: none).
+    pub seccomp: Vec<u8>,
+    /// A Landlock ruleset fd is attached as the 7th fd.
+    pub has_ruleset: bool,
+    /// Set no_new_privs.
+    pub no_new_privs: bool,
+    /// Drop every capability (server runs as root).
+    pub drop_caps: bool,
+    /// RLIMIT_CORE = 0.
+    pub no_core: bool,
+    /// Mounts for a private mount namespace: kind byte (0 read-only, 1 hide dir, 2 hide file)
+    /// followed by the path. Empty: no mount namespace.
+    pub mounts: Vec<Vec<u8>>,
+    /// Create a user namespace for the mounts (the server is not root).
+    pub userns: bool,
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -85,7 +101,14 @@ impl KeeperRequest {
         put_list(&mut out, &self.argv);
         put_list(&mut out, &self.envp);
         put(&mut out, &self.cwd);
+        put(&mut out, &self.seccomp);
+        put_list(&mut out, &self.mounts);
+        out.push(self.userns as u8);
         out.push(self.tty as u8);
+        out.push(self.has_ruleset as u8);
+        out.push(self.no_new_privs as u8);
+        out.push(self.drop_caps as u8);
+        out.push(self.no_core as u8);
         out
     }
 
@@ -97,19 +120,65 @@ impl KeeperRequest {
             argv: r.list()?,
             envp: r.list()?,
             cwd: r.bytes()?,
+            seccomp: r.bytes()?,
+            mounts: r.list()?,
+            userns: {
+                let (b, rest) = r.0.split_first()?;
+                r.0 = rest;
+                *b != 0
+            },
             tty: *r.0.first()? != 0,
+            has_ruleset: *r.0.get(1)? != 0,
+            no_new_privs: *r.0.get(2)? != 0,
+            drop_caps: *r.0.get(3)? != 0,
+            no_core: *r.0.get(4)? != 0,
         };
+        if r.0.len() != 5 {
+            return None;
+        }
         Some(req)
     }
 
-    fn into_plan(self) -> Option<ExecPlan> {
+    fn into_plan(self, ruleset_fd: i32) -> Option<ExecPlan> {
         let c = |b: Vec<u8>| CString::new(b).ok();
+        let mut sandbox = ChildSandbox::new(
+            ruleset_fd,
+            seccomp::decode(&self.seccomp)?,
+            self.no_new_privs,
+            self.drop_caps,
+            self.no_core,
+        );
+        if !self.mounts.is_empty() {
+            let mut ops = Vec::new();
+            for m in self.mounts {
+                let (kind, path) = m.split_first()?;
+                let kind = match kind {
+                    0 => MountKind::ReadOnly,
+                    1 => MountKind::HideDir,
+                    2 => MountKind::HideFile,
+                    _ => return None,
+                };
+                ops.push((kind, CString::new(path.to_vec()).ok()?));
+            }
+            let userns = if self.userns {
+                // SAFETY: getuid/getgid have no preconditions.
+                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+                Some((
+                    CString::new(format!("{uid} {uid} 1")).ok()?,
+                    CString::new(format!("{gid} {gid} 1")).ok()?,
+                ))
+            } else {
+                None
+            };
+            sandbox.mounts = Some(MountPlan { userns, ops });
+        }
         Some(ExecPlan::new(
             c(self.program)?,
             self.argv.into_iter().map(c).collect::<Option<Vec<_>>>()?,
             self.envp.into_iter().map(c).collect::<Option<Vec<_>>>()?,
             c(self.cwd)?,
             self.tty,
+            sandbox,
         ))
     }
 }
@@ -119,8 +188,9 @@ pub struct Zygote {
     sock: OwnedFd,
 }
 
-/// Number of fds passed with each request.
+/// Number of fds passed with each request (a 7th, the Landlock ruleset, is optional).
 const FDS_PER_REQUEST: usize = 6;
+const MAX_FDS_PER_REQUEST: usize = 7;
 
 /// Idle keepers kept ready.
 const POOL_SIZE: usize = 4;
@@ -217,7 +287,7 @@ pub fn send_request(sock: RawFd, len: u32, fds: &[RawFd]) -> io::Result<()> {
 fn recv_request(sock: RawFd) -> Option<(u32, Vec<OwnedFd>)> {
     let mut buf = [0u8; 4];
     // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE((FDS_PER_REQUEST * 4) as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_REQUEST * 4) as u32) } as usize;
     let mut cbuf = vec![0u8; space];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -382,7 +452,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         // SAFETY: exiting.
         unsafe { libc::_exit(0) }
     };
-    if fds.len() != FDS_PER_REQUEST {
+    if fds.len() < FDS_PER_REQUEST {
         // SAFETY: exiting; the dropped fds close (the server sees the status pipe EOF).
         unsafe { libc::_exit(1) }
     }
@@ -395,10 +465,16 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
     use std::io::Seek;
     let ok = memfd.seek(std::io::SeekFrom::Start(0)).is_ok() && memfd.read_exact(&mut body).is_ok();
     drop(memfd);
-    let plan = match KeeperRequest::decode(&body)
-        .filter(|_| ok)
-        .and_then(KeeperRequest::into_plan)
-    {
+    let decoded = KeeperRequest::decode(&body).filter(|_| ok);
+    let ruleset_fd = match &decoded {
+        Some(r) if r.has_ruleset => match fds.get(6) {
+            Some(fd) => fd.as_raw_fd(),
+            // SAFETY: exiting: a promised ruleset is missing (never run unconfined).
+            None => unsafe { libc::_exit(1) },
+        },
+        _ => -1,
+    };
+    let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd)) {
         Some(p) => p,
         // SAFETY: exiting.
         None => unsafe { libc::_exit(1) },
@@ -426,6 +502,13 @@ mod tests {
             envp: vec![b"A=1".to_vec()],
             cwd: b"/tmp".to_vec(),
             tty: true,
+            seccomp: vec![1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0x7f],
+            has_ruleset: true,
+            no_new_privs: true,
+            drop_caps: false,
+            no_core: true,
+            mounts: vec![b"\x00/x/.git".to_vec()],
+            userns: true,
         };
         assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
         let enc = r.encode();

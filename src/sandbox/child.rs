@@ -25,6 +25,18 @@ pub enum Stage {
     Chdir = 6,
     /// `execve` failed.
     Exec = 7,
+    /// Dropping capabilities failed.
+    Capabilities = 8,
+    /// `PR_SET_NO_NEW_PRIVS` failed.
+    NoNewPrivs = 9,
+    /// `landlock_restrict_self` failed.
+    Landlock = 10,
+    /// Installing a seccomp filter failed.
+    Seccomp = 11,
+    /// Setting a resource limit failed.
+    Rlimit = 12,
+    /// Creating the user/mount namespace or a mount failed.
+    Mounts = 13,
 }
 
 impl Stage {
@@ -38,6 +50,12 @@ impl Stage {
             5 => Stage::ControllingTerminal,
             6 => Stage::Chdir,
             7 => Stage::Exec,
+            8 => Stage::Capabilities,
+            9 => Stage::NoNewPrivs,
+            10 => Stage::Landlock,
+            11 => Stage::Seccomp,
+            12 => Stage::Rlimit,
+            13 => Stage::Mounts,
             _ => return None,
         })
     }
@@ -52,6 +70,12 @@ impl Stage {
             Stage::ControllingTerminal => "controlling terminal setup",
             Stage::Chdir => "chdir",
             Stage::Exec => "execve",
+            Stage::Capabilities => "dropping capabilities",
+            Stage::NoNewPrivs => "setting no_new_privs",
+            Stage::Landlock => "Landlock restriction",
+            Stage::Seccomp => "installing the seccomp filter",
+            Stage::Rlimit => "setting resource limits",
+            Stage::Mounts => "setting up the private mount namespace",
         }
     }
 }
@@ -67,6 +91,85 @@ pub struct ExecPlan {
     envp_ptrs: Vec<*const c_char>,
     /// Run on a pseudo-terminal: new session and controlling terminal.
     pub tty: bool,
+    /// Confinement to apply before exec.
+    pub sandbox: ChildSandbox,
+}
+
+/// Confinement steps, prepared in the parent.
+#[derive(Default)]
+pub struct ChildSandbox {
+    /// Landlock ruleset fd (-1: none).
+    pub ruleset_fd: i32,
+    /// seccomp programs, applied in order as the last step.
+    pub seccomp: Vec<Vec<libc::sock_filter>>,
+    /// `sock_fprog`s pointing into `seccomp` (built once, in the parent).
+    fprogs: Vec<libc::sock_fprog>,
+    /// Set no_new_privs.
+    pub no_new_privs: bool,
+    /// Empty the bounding set, clear ambient and inheritable capabilities.
+    pub drop_caps: bool,
+    /// RLIMIT_CORE = 0.
+    pub no_core: bool,
+    /// Private mount namespace for what Landlock cannot express.
+    pub mounts: Option<MountPlan>,
+}
+
+/// What a mount does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    /// Bind the path onto itself, read-only.
+    ReadOnly,
+    /// Cover a directory with an empty, mode-000, read-only tmpfs.
+    HideDir,
+    /// Cover a file with `/dev/null`, read-only.
+    HideFile,
+}
+
+/// The mount namespace setup, prepared in the keeper (strings allocated before clone).
+#[derive(Debug, Default)]
+pub struct MountPlan {
+    /// When not root: `(uid_map, gid_map)` lines for a new user namespace.
+    pub userns: Option<(CString, CString)>,
+    /// The mounts, in order (parents before children).
+    pub ops: Vec<(MountKind, CString)>,
+}
+
+impl ChildSandbox {
+    /// Builds the sandbox steps; `seccomp` programs are owned here and pointed to by fprogs.
+    pub fn new(
+        ruleset_fd: i32,
+        seccomp: Vec<Vec<libc::sock_filter>>,
+        no_new_privs: bool,
+        drop_caps: bool,
+        no_core: bool,
+    ) -> ChildSandbox {
+        let mut s = ChildSandbox {
+            ruleset_fd,
+            seccomp,
+            fprogs: Vec::new(),
+            no_new_privs,
+            drop_caps,
+            no_core,
+            mounts: None,
+        };
+        s.fprogs = s
+            .seccomp
+            .iter_mut()
+            .map(|p| libc::sock_fprog {
+                len: p.len() as u16,
+                filter: p.as_mut_ptr(),
+            })
+            .collect();
+        s
+    }
+
+    /// No confinement.
+    pub fn none() -> ChildSandbox {
+        ChildSandbox {
+            ruleset_fd: -1,
+            ..ChildSandbox::default()
+        }
+    }
 }
 
 // SAFETY: the raw pointers only point into heap buffers owned by the same struct, which are
@@ -81,6 +184,7 @@ impl ExecPlan {
         envp: Vec<CString>,
         cwd: CString,
         tty: bool,
+        sandbox: ChildSandbox,
     ) -> ExecPlan {
         let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
@@ -94,6 +198,7 @@ impl ExecPlan {
             argv_ptrs,
             envp_ptrs,
             tty,
+            sandbox,
         }
     }
 
@@ -162,20 +267,231 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds) -> ! {
         if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
             fail(ep, Stage::ControllingTerminal, errno());
         }
+        let sb = &plan.sandbox;
+        // Mounts first, so that the cwd and every later lookup see them.
+        if let Some(m) = &sb.mounts {
+            apply_mounts(m, ep);
+        }
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
             fail(ep, Stage::Chdir, errno());
+        }
+        if sb.no_core {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &zero) < 0 {
+                fail(ep, Stage::Rlimit, errno());
+            }
+        }
+        if sb.drop_caps {
+            drop_capabilities(ep);
+        }
+        if sb.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            fail(ep, Stage::NoNewPrivs, errno());
+        }
+        if sb.ruleset_fd >= 0
+            && libc::syscall(libc::SYS_landlock_restrict_self, sb.ruleset_fd, 0u32) < 0
+        {
+            fail(ep, Stage::Landlock, errno());
         }
         // Only fds 0-2 survive exec; the error pipe closes exactly when exec succeeds.
         close_range_cloexec(3);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // seccomp last: nothing after it but execve (which the filters allow).
+        for prog in &sb.fprogs {
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0u32,
+                prog as *const libc::sock_fprog,
+            ) < 0
+            {
+                fail(ep, Stage::Seccomp, errno());
+            }
+        }
         libc::execve(
             plan.program.as_ptr(),
             plan.argv_ptrs.as_ptr(),
             plan.envp_ptrs.as_ptr(),
         );
         fail(ep, Stage::Exec, errno())
+    }
+}
+
+fn write_file(path: &CStr, data: &[u8]) -> bool {
+    // SAFETY: open/write/close on a valid path and buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        n == data.len() as isize
+    }
+}
+
+/// Creates the private mount namespace and applies the mounts. Async-signal-safe.
+fn apply_mounts(m: &MountPlan, ep: i32) {
+    // SAFETY: plain syscalls on prepared C strings.
+    unsafe {
+        let flags = if m.userns.is_some() {
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+        } else {
+            libc::CLONE_NEWNS
+        };
+        if libc::unshare(flags) < 0 {
+            fail(ep, Stage::Mounts, errno());
+        }
+        if let Some((uid_map, gid_map)) = &m.userns
+            && !(write_file(c"/proc/self/setgroups", b"deny")
+                && write_file(c"/proc/self/uid_map", uid_map.as_bytes())
+                && write_file(c"/proc/self/gid_map", gid_map.as_bytes()))
+        {
+            fail(ep, Stage::Mounts, errno());
+        }
+        // Nothing done here may propagate back to the host.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
+        {
+            fail(ep, Stage::Mounts, errno());
+        }
+        for (kind, path) in &m.ops {
+            let p = path.as_ptr();
+            let ok = match kind {
+                MountKind::ReadOnly => {
+                    libc::mount(
+                        p,
+                        p,
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ) == 0
+                        && remount_read_only(p)
+                }
+                MountKind::HideDir => {
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        p,
+                        c"tmpfs".as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"size=4k,mode=000".as_ptr().cast(),
+                    ) == 0
+                }
+                MountKind::HideFile => {
+                    libc::mount(
+                        c"/dev/null".as_ptr(),
+                        p,
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) == 0
+                        && remount_read_only(p)
+                }
+            };
+            if !ok {
+                fail(ep, Stage::Mounts, errno());
+            }
+        }
+    }
+}
+
+/// Remounts a bind mount read-only, keeping the flags a user namespace may not clear.
+fn remount_read_only(p: *const libc::c_char) -> bool {
+    // SAFETY: statvfs into a zeroed struct; mount with a valid path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(p, &mut st) < 0 {
+            return false;
+        }
+        let keep = st.f_flag
+            & (libc::ST_NOSUID
+                | libc::ST_NODEV
+                | libc::ST_NOEXEC
+                | libc::ST_NOATIME
+                | libc::ST_NODIRATIME
+                | libc::ST_RELATIME);
+        libc::mount(
+            std::ptr::null(),
+            p,
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep as libc::c_ulong,
+            std::ptr::null(),
+        ) == 0
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Empties the bounding set and clears ambient and inheritable capabilities, so that nothing is
+/// gained at exec even as root. Async-signal-safe.
+fn drop_capabilities(ep: i32) {
+    // SAFETY: prctl/capget/capset on stack structs.
+    unsafe {
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno() != libc::EINVAL {
+                fail(ep, Stage::Capabilities, errno());
+            }
+        }
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) < 0
+            && errno() != libc::EINVAL
+        {
+            fail(ep, Stage::Capabilities, errno());
+        }
+        let mut header = CapHeader {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) < 0
+        {
+            fail(ep, Stage::Capabilities, errno());
+        }
+        for d in data.iter_mut() {
+            d.inheritable = 0;
+        }
+        if libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        ) < 0
+        {
+            fail(ep, Stage::Capabilities, errno());
+        }
     }
 }
 

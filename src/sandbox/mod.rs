@@ -2,5 +2,8 @@
 //! unconfined execution exists and every confining policy is refused (fail closed).
 
 pub mod child;
+pub mod landlock;
 pub mod policy;
+pub mod prepare;
 pub mod probe;
+pub mod seccomp;

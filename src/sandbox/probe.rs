@@ -14,6 +14,12 @@ pub fn landlock_abi() -> i32 {
     if r < 0 { 0 } else { r as i32 }
 }
 
+/// Whether seccomp filters can be installed (`PR_GET_SECCOMP` answers).
+pub fn seccomp() -> bool {
+    // SAFETY: PR_GET_SECCOMP only queries.
+    unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
+}
+
 /// Whether user namespaces can be created at all on this host.
 pub fn user_namespaces() -> bool {
     std::fs::read_to_string("/proc/sys/user/max_user_namespaces")

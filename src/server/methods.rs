@@ -24,10 +24,10 @@ use crate::protocol::process::{
     ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult, WriteParams,
     WriteStatus,
 };
-use crate::protocol::sandbox::SANDBOX_TYPE_NONE;
+use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
 use crate::sandbox::child::Stage;
-use crate::sandbox::policy;
+use crate::sandbox::{policy, prepare};
 
 /// A handler's outcome, plus an optional gate fired once the response has been queued
 /// (`process/start` must not let notifications overtake its response).
@@ -179,20 +179,6 @@ async fn start_inner(
     }
     let (cwd, _) = parse_wire_path(&p.cwd)
         .map_err(|e| RpcError::invalid_params(format!("invalid params: cwd: {e}")))?;
-    let requested =
-        policy::from_request(p.sandbox_policy.as_ref(), p.sandbox.as_ref(), &cwd, &p.env)
-            .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))?;
-    if let Some(pol) = &requested
-        && !pol.is_unconfined()
-    {
-        return Err(RpcError::new(
-            ErrorCode::SandboxUnavailable,
-            format!(
-                "sandbox enforcement not available: policy `{}` cannot be enforced by this build",
-                pol.name
-            ),
-        ));
-    }
     let env_policy = match p.env_policy.as_ref().filter(|v| !v.is_null()) {
         Some(v) => Some(
             EnvPolicy::from_json(v)
@@ -200,12 +186,6 @@ async fn start_inner(
         ),
         None => None,
     };
-    if p.enforce_managed_network == Some(true) {
-        return Err(RpcError::new(
-            ErrorCode::SandboxUnavailable,
-            "sandbox enforcement not available: enforceManagedNetwork requires network blocking, which this build cannot enforce",
-        ));
-    }
     if p.limits
         .as_ref()
         .is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
@@ -222,6 +202,45 @@ async fn start_inner(
         Some(policy) => env::build(&server.env, policy, &server.config.never_inherit, &p.env),
     };
     let envp = validate_env(&child_env)?;
+
+    // Sandbox: the request's policy (either shape) or the server default, resolved against
+    // this process's cwd and environment; then the ceiling, then what the host can enforce.
+    let requested = policy::from_request(
+        p.sandbox_policy.as_ref(),
+        p.sandbox.as_ref(),
+        &cwd,
+        &child_env,
+    )
+    .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))?;
+    let mut sandbox_policy = match requested {
+        Some(pol) => pol,
+        None => policy::from_sandbox_policy(
+            &server.config.sandbox.default_policy,
+            &policy::Context {
+                cwd: &cwd,
+                tmpdir: child_env.get("TMPDIR").map(String::as_str),
+            },
+        )
+        .map_err(|e| RpcError::internal(format!("server default policy: {e}")))?,
+    };
+    if p.enforce_managed_network == Some(true) && sandbox_policy.network {
+        // No managed proxy here: stricter, never looser.
+        sandbox_policy.network = false;
+        if !sandbox_policy.hardening {
+            sandbox_policy.hardening = true;
+        }
+        sandbox_policy.notes.push(
+            "enforceManagedNetwork: stockade has no managed proxy, so the network is blocked"
+                .into(),
+        );
+    }
+    let prepared = prepare::prepare(
+        &sandbox_policy,
+        server.host_support,
+        &server.config.sandbox,
+        &server.seccomp,
+        server.is_root,
+    )?;
     if p.argv.iter().any(|a| a.contains('\0')) {
         return Err(RpcError::invalid_params(
             "invalid params: argv: contains a NUL byte",
@@ -266,9 +285,17 @@ async fn start_inner(
             envp,
             cwd: cwd.as_os_str().as_bytes().to_vec(),
             tty: p.tty,
+            seccomp: prepared.seccomp.clone(),
+            has_ruleset: prepared.ruleset.is_some(),
+            no_new_privs: prepared.no_new_privs,
+            drop_caps: prepared.drop_caps,
+            no_core: prepared.no_core,
+            mounts: prepared.mounts.clone(),
+            userns: prepared.userns,
         },
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
+        ruleset: prepared.ruleset,
     };
 
     if !session.processes.reserve(&p.process_id) {
@@ -309,21 +336,15 @@ async fn start_inner(
         started,
     };
     tokio::spawn(pump.run());
-    let _ = requested;
-    let report = json!({
-        "policy": "danger-full-access",
-        "enforcement": "none",
-        "landlockAbi": server.host.sandbox_support.landlock_abi,
-        "filesystem": "none",
-        "network": "allowed",
-        "hardening": false,
-        "degradations": [],
-    });
     let result = StartResult {
         process_id: p.process_id,
-        sandbox_type: SANDBOX_TYPE_NONE,
+        sandbox_type: if prepared.confined {
+            SANDBOX_TYPE_CONFINED
+        } else {
+            SANDBOX_TYPE_NONE
+        },
         pid: spawned.pid,
-        sandbox: report,
+        sandbox: prepared.report,
     };
     let value = serde_json::to_value(result).map_err(|e| RpcError::internal(e.to_string()))?;
     Ok((value, gate_tx))

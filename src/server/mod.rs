@@ -15,6 +15,9 @@ use crate::config::ServerConfig;
 use crate::env::ServerEnv;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
+use crate::sandbox::policy::Level;
+use crate::sandbox::prepare::{HostSupport, SeccompCache};
+use crate::sandbox::probe;
 use session::Sessions;
 
 /// One serialized outgoing message: a JSON object without the `jsonrpc` field (the writer
@@ -43,17 +46,51 @@ pub struct Server {
     pub host: hostinfo::HostInfo,
     /// The server's environment, captured once at startup (later changes are not seen).
     pub env: ServerEnv,
+    /// What the host can enforce (Landlock ABI after the configured cap).
+    pub host_support: HostSupport,
+    /// seccomp programs compiled once at startup.
+    pub seccomp: SeccompCache,
+    /// The server runs as root (children then get no capabilities at all).
+    pub is_root: bool,
 }
 
 impl Server {
     /// Builds a server around a started zygote (see [`crate::process::zygote`]).
     pub fn new(config: ServerConfig, zygote: Zygote) -> std::io::Result<Arc<Server>> {
+        let abi = probe::landlock_abi();
+        let host_support = HostSupport {
+            landlock_abi: config
+                .sandbox
+                .landlock_abi_cap
+                .map_or(abi, |cap| cap.clamp(0, abi)),
+            seccomp: probe::seccomp(),
+            user_namespaces: probe::user_namespaces(),
+        };
+        let seccomp = SeccompCache::build().map_err(std::io::Error::other)?;
+        let mut host = hostinfo::HostInfo::probe();
+        host.sandbox_support.landlock_abi = host_support.landlock_abi;
+        host.sandbox_support.seccomp = host_support.seccomp;
+        host.sandbox_support.policies = [
+            Level::ReadOnly,
+            Level::WorkspaceWrite,
+            Level::ExternalSandbox,
+            Level::DangerFullAccess,
+        ]
+        .iter()
+        .filter(|l| **l <= config.sandbox.ceiling)
+        .map(|l| l.name().to_string())
+        .collect();
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
         Ok(Arc::new(Server {
             config,
             spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),
-            host: hostinfo::HostInfo::probe(),
+            host,
             env: ServerEnv::capture(),
+            host_support,
+            seccomp,
+            is_root,
         }))
     }
 

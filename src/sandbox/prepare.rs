@@ -1,0 +1,286 @@
+//! Policy + host → what the child applies, decided once in the parent: fail closed when the
+//! host cannot enforce something (unless degradation is allowed), and report what was enforced.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::landlock::{self, RulesetSpec};
+use super::policy::{Access, Filesystem, FsEntry, Level, SandboxPolicy};
+use super::seccomp;
+use crate::protocol::{ErrorCode, RpcError};
+
+/// Server-wide sandbox settings (from the config file and flags).
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// The policy used when a request carries none (a 6.2 `sandboxPolicy` object).
+    pub default_policy: Value,
+    /// The most permissive level a client may ask for.
+    pub ceiling: Level,
+    /// May clients ask for network access?
+    pub allow_network: bool,
+    /// Run what cannot be fully enforced, reporting the degradations.
+    pub allow_degraded: bool,
+    /// Landlock ABI to use at most (tests simulate older kernels with it).
+    pub landlock_abi_cap: Option<i32>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            default_policy: json!({"type": "workspace-write"}),
+            ceiling: Level::WorkspaceWrite,
+            allow_network: true,
+            allow_degraded: false,
+            landlock_abi_cap: None,
+        }
+    }
+}
+
+/// What this host offers, measured once.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSupport {
+    /// Landlock ABI in use (after the cap).
+    pub landlock_abi: i32,
+    /// seccomp filters available.
+    pub seccomp: bool,
+    /// User namespaces available (needed for the mount namespace when not root).
+    pub user_namespaces: bool,
+}
+
+/// Precompiled seccomp programs (one per network setting), built at startup.
+#[derive(Debug, Clone)]
+pub struct SeccompCache {
+    with_network: Vec<u8>,
+    without_network: Vec<u8>,
+}
+
+impl SeccompCache {
+    /// Compiles both variants.
+    pub fn build() -> Result<SeccompCache, String> {
+        let c = |block_network| {
+            seccomp::compile(seccomp::FilterSpec { block_network })
+                .map(|p| seccomp::encode(&p))
+                .map_err(|e| format!("compiling seccomp filter: {e}"))
+        };
+        Ok(SeccompCache {
+            with_network: c(false)?,
+            without_network: c(true)?,
+        })
+    }
+}
+
+/// Everything the child needs to confine itself.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The Landlock ruleset to restrict to.
+    pub ruleset: Option<OwnedFd>,
+    /// Encoded seccomp programs (empty: none).
+    pub seccomp: Vec<u8>,
+    /// Set no_new_privs.
+    pub no_new_privs: bool,
+    /// Empty the bounding set and clear inheritable/ambient capabilities (server is root).
+    pub drop_caps: bool,
+    /// RLIMIT_CORE = 0.
+    pub no_core: bool,
+    /// Mount operations (kind byte + path) for a private mount namespace.
+    pub mounts: Vec<Vec<u8>>,
+    /// The mount namespace needs a user namespace (not root).
+    pub userns: bool,
+    /// Any confinement at all (`sandboxType: linuxSeccomp`).
+    pub confined: bool,
+    /// The SandboxReport.
+    pub report: Value,
+}
+
+/// A read-only or hidden subtree inside an allowed one: Landlock cannot express it, so it
+/// becomes a mount in a private mount namespace. Returns the mounts (kind byte + path, parents
+/// first) and what cannot be protected at all (missing paths that must not be created).
+fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut mounts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut out = Vec::new();
+    for e in entries {
+        let inside = |pred: &dyn Fn(Access) -> bool| {
+            entries
+                .iter()
+                .any(|o| pred(o.access) && o.path != e.path && e.path.starts_with(&o.path))
+        };
+        let carve = match e.access {
+            Access::Read => inside(&|a| a == Access::Write),
+            Access::None => inside(&|a| a != Access::None),
+            Access::Write => false,
+        };
+        if !carve {
+            continue;
+        }
+        let what = if e.access == Access::Read {
+            "read-only"
+        } else {
+            "hidden"
+        };
+        // Follow symlinks as the kernel would: protect what the path resolves to.
+        match std::fs::canonicalize(&e.path) {
+            Ok(real) => {
+                let kind: u8 = match (e.access, real.is_dir()) {
+                    (Access::Read, _) => 0,
+                    (_, true) => 1,
+                    (_, false) => 2,
+                };
+                let mut m = vec![kind];
+                m.extend_from_slice(real.as_os_str().as_bytes());
+                mounts.push((real.components().count(), m));
+            }
+            Err(_) if e.skip_if_missing => {}
+            Err(_) => out.push(format!(
+                "protection of the missing {what} path {} from being created",
+                e.path.display()
+            )),
+        }
+    }
+    mounts.sort();
+    mounts.dedup();
+    (mounts.into_iter().map(|(_, m)| m).collect(), out)
+}
+
+/// Prepares a policy for a process in `cwd`.
+pub fn prepare(
+    policy: &SandboxPolicy,
+    host: HostSupport,
+    settings: &SandboxSettings,
+    seccomp_cache: &SeccompCache,
+    server_is_root: bool,
+) -> Result<Prepared, RpcError> {
+    // The ceiling.
+    if policy.level > settings.ceiling {
+        return Err(RpcError::new(
+            ErrorCode::PolicyNotAllowed,
+            format!(
+                "sandbox policy `{}` is not allowed: this server's ceiling is `{}`",
+                policy.name,
+                settings.ceiling.name()
+            ),
+        ));
+    }
+    if policy.network && !settings.allow_network && policy.level != Level::DangerFullAccess {
+        return Err(RpcError::new(
+            ErrorCode::PolicyNotAllowed,
+            "network access is not allowed by this server's configuration (--no-network)",
+        ));
+    }
+    if policy.is_unconfined() {
+        return Ok(Prepared {
+            report: json!({
+                "policy": policy.name, "enforcement": "none", "landlockAbi": host.landlock_abi,
+                "filesystem": "none", "network": "allowed", "hardening": false,
+                "degradations": [], "notes": policy.notes,
+            }),
+            ..Prepared::default()
+        });
+    }
+    let abi = host.landlock_abi;
+    let mut missing: Vec<String> = Vec::new();
+    let mut mounts: Vec<Vec<u8>> = Vec::new();
+    let entries = match &policy.filesystem {
+        Filesystem::Restricted(e) => Some(e.as_slice()),
+        Filesystem::Unrestricted => None,
+    };
+    if entries.is_some() {
+        if abi < 1 {
+            missing.push("Landlock (filesystem confinement): not available on this host".into());
+        } else if abi < 3 {
+            missing.push(format!(
+                "Landlock ABI 3 (truncate control) for read-only paths: host offers ABI {abi}"
+            ));
+        }
+        let (m, unprotectable) = carve_outs(entries.unwrap_or(&[]));
+        missing.extend(unprotectable);
+        if !m.is_empty() && !server_is_root && !host.user_namespaces {
+            missing.push(
+                "user namespaces (for the private mount namespace that makes subpaths read-only or hidden)"
+                    .into(),
+            );
+        } else {
+            mounts = m;
+        }
+    }
+    if policy.hardening && abi < 6 {
+        missing.push(format!(
+            "Landlock ABI 6 (signal and abstract-socket scopes) to keep the process from signalling the supervisor: host offers ABI {abi}"
+        ));
+    }
+    if !host.seccomp {
+        missing.push("seccomp (hardening and network blocking)".into());
+    }
+    if !missing.is_empty() && !settings.allow_degraded {
+        return Err(RpcError::new(
+            ErrorCode::SandboxUnavailable,
+            format!(
+                "sandbox policy `{}` cannot be enforced on this host: missing {} (start the server with --allow-degraded to run with what can be enforced)",
+                policy.name,
+                missing.join("; ")
+            ),
+        ));
+    }
+    let want_landlock = abi >= 1 && (entries.is_some() || (policy.hardening && abi >= 6));
+    let mut notes = policy.notes.clone();
+    let ruleset = if want_landlock {
+        let built = landlock::build(&RulesetSpec {
+            abi,
+            entries,
+            block_tcp: !policy.network,
+            scopes: policy.hardening,
+        })
+        .map_err(|e| RpcError::internal(format!("building the Landlock ruleset: {e}")))?;
+        notes.extend(
+            built
+                .unopenable
+                .iter()
+                .map(|u| format!("not granted (cannot open): {u}")),
+        );
+        Some(built.fd)
+    } else {
+        None
+    };
+    let seccomp = if host.seccomp && (policy.hardening || !policy.network) {
+        if policy.network {
+            seccomp_cache.with_network.clone()
+        } else {
+            seccomp_cache.without_network.clone()
+        }
+    } else {
+        Vec::new()
+    };
+    let filesystem = match (&policy.filesystem, &ruleset) {
+        (Filesystem::Restricted(_), Some(_)) if !mounts.is_empty() => "landlock+mount-namespace",
+        (Filesystem::Restricted(_), Some(_)) => "landlock",
+        _ => "none",
+    };
+    let report = json!({
+        "policy": policy.name,
+        "enforcement": if missing.is_empty() { "full" } else { "degraded" },
+        "landlockAbi": abi,
+        "filesystem": filesystem,
+        "network": if policy.network { "allowed" } else { "blocked" },
+        "hardening": policy.hardening,
+        "degradations": missing,
+        "notes": notes,
+    });
+    Ok(Prepared {
+        ruleset,
+        seccomp,
+        no_new_privs: true,
+        drop_caps: server_is_root,
+        no_core: true,
+        userns: !mounts.is_empty() && !server_is_root,
+        mounts,
+        confined: true,
+        report,
+    })
+}
+
+/// True when `path` lies inside `root` (whole components).
+pub fn inside(path: &Path, root: &Path) -> bool {
+    path.starts_with(root)
+}
