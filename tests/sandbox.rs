@@ -1,0 +1,590 @@
+//! Sandbox escape tests: real children under real policies. Each forbidden operation must fail
+//! with the expected errno and each allowed one must succeed. `.ci/run` runs this file as root
+//! and again as uid 65534 (scripts/test-unprivileged).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{Value, json};
+
+const PY: &str = "/usr/bin/python3";
+
+/// A scratch directory with a workspace `ws/` and a sibling `outside/` (with a file).
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let root = std::env::temp_dir().join(marker(tag));
+        std::fs::create_dir_all(root.join("ws")).unwrap();
+        std::fs::create_dir_all(root.join("outside")).unwrap();
+        std::fs::write(root.join("outside/file"), "outside\n").unwrap();
+        std::fs::write(root.join("ws/existing"), "ws\n").unwrap();
+        Scratch { root }
+    }
+    fn ws(&self) -> PathBuf {
+        self.root.join("ws")
+    }
+    fn outside(&self) -> PathBuf {
+        self.root.join("outside")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+rwX"])
+            .arg(&self.root)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// workspace-write with only the workspace writable (no /tmp, no $TMPDIR).
+fn ws_policy(network: bool) -> Value {
+    json!({"type": "workspace-write", "network_access": network,
+           "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true})
+}
+
+/// Runs the Python probe `code` under `policy` in `cwd`; returns name → result ("OK" or an
+/// errno name such as "EACCES").
+async fn probe(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    policy: Value,
+    code: &str,
+) -> BTreeMap<String, String> {
+    let prelude = r#"
+import os, errno, socket, ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def t(name, f):
+    try:
+        r = f()
+        if isinstance(r, int) and r < 0:
+            print(f"{name}={errno.errorcode[ctypes.get_errno()]}")
+        else:
+            print(f"{name}=OK")
+    except OSError as e:
+        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}")
+"#;
+    let script = format!("{prelude}\n{code}");
+    let r = c
+        .start_with(
+            id,
+            &[PY, "-c", &script],
+            json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
+    let ev = c.closed(id).await;
+    let out = String::from_utf8_lossy(&ev.stdout).into_owned();
+    assert_eq!(
+        ev.exited.as_ref().unwrap()["exitCode"],
+        0,
+        "probe failed: {out}\n{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn expect(results: &BTreeMap<String, String>, name: &str, want: &str) {
+    assert_eq!(
+        results.get(name).map(String::as_str),
+        Some(want),
+        "{name}: {results:?}"
+    );
+}
+
+async fn shell(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    policy: Value,
+    script: &str,
+) -> (i64, String, String) {
+    c.start_with(
+        id,
+        &["sh", "-c", script],
+        json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy,
+        "env": {"PATH": "/usr/bin:/bin", "HOME": cwd.to_str().unwrap()}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    let ev = c.closed(id).await;
+    (
+        ev.exited.unwrap()["exitCode"].as_i64().unwrap(),
+        String::from_utf8_lossy(&ev.stdout).into_owned(),
+        String::from_utf8_lossy(&ev.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_reads_everywhere_and_writes_nowhere() {
+    let s = Scratch::new("ro");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "ro",
+        &s.ws(),
+        json!({"type": "read-only"}),
+        r#"
+t("read_etc", lambda: open("/etc/hostname").read())
+t("exec_ls", lambda: os.system("/bin/ls / >/dev/null") and -1)
+t("read_ws", lambda: open("existing").read())
+t("write_ws", lambda: open("new", "w"))
+t("append_ws", lambda: open("existing", "a"))
+t("write_tmp", lambda: open("/tmp/stockade-ro-probe", "w"))
+t("dev_null", lambda: open("/dev/null", "w").write("x"))
+"#,
+    )
+    .await;
+    expect(&r, "read_etc", "OK");
+    expect(&r, "exec_ls", "OK");
+    expect(&r, "read_ws", "OK");
+    expect(&r, "write_ws", "EACCES");
+    expect(&r, "append_ws", "EACCES");
+    expect(&r, "write_tmp", "EACCES");
+    expect(&r, "dev_null", "OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_write_inside_only() {
+    let s = Scratch::new("ww");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let out = s.outside();
+    let code = format!(
+        r#"
+O = "{out}"
+t("create", lambda: open("new", "w").write("x"))
+t("append", lambda: open("existing", "a").write("more"))
+t("truncate", lambda: os.truncate("existing", 0))
+t("rename", lambda: os.rename("new", "renamed"))
+t("mkdir", lambda: os.mkdir("sub"))
+t("delete", lambda: os.unlink("renamed"))
+t("rmdir", lambda: os.rmdir("sub"))
+t("out_create", lambda: open(O + "/new", "w"))
+t("out_append", lambda: open(O + "/file", "a"))
+t("out_truncate", lambda: os.truncate(O + "/file", 0))
+t("out_rename_in", lambda: os.rename(O + "/file", "stolen"))
+t("out_unlink", lambda: os.unlink(O + "/file"))
+t("out_mkdir", lambda: os.mkdir(O + "/d"))
+t("out_read", lambda: open(O + "/file").read())
+t("out_hardlink", lambda: os.link(O + "/file", "hl"))
+os.symlink(O, "link_to_outside")
+t("symlink_write", lambda: open("link_to_outside/new", "w"))
+os.symlink("/etc", "etc_link")
+t("etc_link_write", lambda: open("etc_link/stockade-probe", "w"))
+t("dotdot_escape", lambda: open("link_to_outside/../outside/new2", "w"))
+"#,
+        out = out.display()
+    );
+    let r = probe(&c, "ww", &s.ws(), ws_policy(false), &code).await;
+    for ok in [
+        "create", "append", "truncate", "rename", "mkdir", "delete", "rmdir", "out_read",
+    ] {
+        expect(&r, ok, "OK");
+    }
+    for denied in [
+        "out_create",
+        "out_append",
+        "out_truncate",
+        "out_unlink",
+        "out_mkdir",
+        "symlink_write",
+        "etc_link_write",
+        "dotdot_escape",
+    ] {
+        expect(&r, denied, "EACCES");
+    }
+    // Moving or linking a file out of a read-only directory needs the Refer right there.
+    assert!(
+        matches!(r["out_rename_in"].as_str(), "EXDEV" | "EACCES"),
+        "{r:?}"
+    );
+    assert!(
+        matches!(r["out_hardlink"].as_str(), "EXDEV" | "EACCES"),
+        "{r:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("file")).unwrap(),
+        "outside\n"
+    );
+    assert!(!out.join("new").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_dir_is_read_only_and_git_still_works() {
+    let s = Scratch::new("git");
+    let ws = s.ws();
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("/usr/bin/git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&ws)
+            .env("HOME", &ws)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "existing"]);
+    git(&["commit", "-qm", "first"]);
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "gitprobe",
+        &ws,
+        ws_policy(false),
+        r#"
+t("config_write", lambda: open(".git/config", "a"))
+t("hook_create", lambda: open(".git/hooks/new-file", "w"))
+t("git_read", lambda: open(".git/HEAD").read())
+t("ws_write", lambda: open("file2", "w").write("x"))
+"#,
+    )
+    .await;
+    expect(&r, "config_write", "EROFS");
+    expect(&r, "hook_create", "EROFS");
+    expect(&r, "git_read", "OK");
+    expect(&r, "ws_write", "OK");
+    let (code, out, err) = shell(
+        &c,
+        "status",
+        &ws,
+        ws_policy(false),
+        "git status --porcelain",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("file2"), "{out}");
+    // Commits need to write .git: denied while .git is protected (decision in README).
+    let (code, _, err) = shell(&c, "commit", &ws, ws_policy(false),
+        "git -c user.name=t -c user.email=t@e add file2 && git -c user.name=t -c user.email=t@e commit -qm second").await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    // A fresh workspace without .git: git init/add/commit work (nothing to protect yet).
+    let fresh = s.root.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let (code, out, err) = shell(&c, "fresh", &fresh, ws_policy(false),
+        "git -c init.defaultBranch=main init -q && echo hi > a && git add a && git -c user.name=t -c user.email=t@e commit -qm one && git log --oneline | wc -l").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "1");
+    let r = c
+        .start_with(
+            "rep",
+            &["true"],
+            json!({"cwd": ws.to_str().unwrap(), "sandboxPolicy": ws_policy(false)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["sandbox"]["filesystem"], "landlock+mount-namespace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_blocked_and_allowed() {
+    let s = Scratch::new("net");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let unix_path = s.root.join("sock");
+    let _unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+    let abstract_name = marker("abs");
+    let _abs = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+    };
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let code = format!(
+        r#"
+def tcp():
+    s = socket.socket(); s.settimeout(5); s.connect(("127.0.0.1", {port})); return 0
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("127.0.0.1", 9)); return 0
+def unix_path():
+    s = socket.socket(socket.AF_UNIX); s.connect("{unix}"); return 0
+def unix_abstract():
+    s = socket.socket(socket.AF_UNIX); s.connect("\0{abs}"); return 0
+t("tcp", tcp)
+t("udp", udp)
+t("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+t("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+t("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+t("unix_path", unix_path)
+t("unix_abstract", unix_abstract)
+def pair():
+    a, b = socket.socketpair(); a.send(b"x"); return 0 if b.recv(1) == b"x" else -1
+t("socketpair", pair)
+"#,
+        unix = unix_path.display(),
+        abs = abstract_name
+    );
+    let r = probe(&c, "blocked", &s.ws(), ws_policy(false), &code).await;
+    for denied in [
+        "tcp",
+        "udp",
+        "raw",
+        "netlink",
+        "packet",
+        "unix_path",
+        "unix_abstract",
+    ] {
+        expect(&r, denied, "EPERM");
+    }
+    expect(&r, "socketpair", "OK");
+    let r = probe(&c, "allowed", &s.ws(), ws_policy(true), &code).await;
+    expect(&r, "tcp", "OK");
+    expect(&r, "socketpair", "OK");
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_and_kernel_are_out_of_reach() {
+    let s = Scratch::new("hard");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let server = c.server.as_ref().unwrap().id().unwrap();
+    let code = format!(
+        r#"
+S = {server}
+t("ptrace_attach", lambda: libc.ptrace(16, S, 0, 0))
+t("environ", lambda: open(f"/proc/{{S}}/environ", "rb").read())
+t("mem", lambda: open(f"/proc/{{S}}/mem", "rb").read(1))
+t("kill_server", lambda: os.kill(S, 0))
+t("kill_self_group", lambda: os.kill(os.getpid(), 0))
+t("io_uring_setup", lambda: libc.syscall(425, 8, ctypes.create_string_buffer(120)))
+t("unshare_user", lambda: libc.unshare(0x10000000))
+t("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
+t("bpf", lambda: libc.syscall(321, 0, None, 0))
+t("keyctl", lambda: libc.syscall(250, 0, 0, 0, 0, 0))
+t("perf", lambda: libc.syscall(298, None, 0, -1, -1, 0))
+t("userfaultfd", lambda: libc.syscall(323, 0))
+t("clone3", lambda: libc.syscall(435, None, 0))
+st = open("/proc/self/status").read()
+for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"]:
+    line = [l for l in st.splitlines() if l.startswith(key + ":")][0]
+    print(key + "=" + line.split()[1])
+print("fds=" + ",".join(sorted(os.listdir("/proc/self/fd"))))
+"#
+    );
+    let r = probe(&c, "hard", &s.ws(), ws_policy(false), &code).await;
+    expect(&r, "ptrace_attach", "EPERM");
+    expect(&r, "environ", "EACCES");
+    expect(&r, "mem", "EACCES");
+    expect(&r, "kill_server", "EPERM");
+    expect(&r, "kill_self_group", "OK");
+    for denied in [
+        "io_uring_setup",
+        "unshare_user",
+        "mount",
+        "bpf",
+        "keyctl",
+        "perf",
+        "userfaultfd",
+    ] {
+        expect(&r, denied, "EPERM");
+    }
+    expect(&r, "clone3", "ENOSYS");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        expect(&r, cap, "0000000000000000");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Root: the bounding set is emptied so that nothing is regained at exec.
+        expect(&r, "CapBnd", "0000000000000000");
+    }
+    expect(&r, "NoNewPrivs", "1");
+    // Python's own fd for listing /proc/self/fd shows up as the fourth entry.
+    assert_eq!(r["fds"].split(',').count(), 4, "{r:?}");
+    // A setuid binary gains nothing under no_new_privs.
+    let (_, out, _) = shell(
+        &c,
+        "suid",
+        &s.ws(),
+        ws_policy(false),
+        "/usr/bin/newgrp --help >/dev/null 2>&1; id -u; grep CapEff /proc/self/status",
+    )
+    .await;
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_injection_is_refused() {
+    let s = Scratch::new("tty");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let script = r#"import fcntl, termios, errno
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    print("TIOCSTI=OK")
+except OSError as e:
+    print("TIOCSTI=" + errno.errorcode[e.errno])
+import os
+print("winsize=" + ("OK" if os.get_terminal_size(0).columns == 80 else "BAD"))
+"#;
+    c.start_with(
+        "tty",
+        &[PY, "-c", script],
+        json!({"tty": true, "cwd": s.ws().to_str().unwrap(), "sandboxPolicy": ws_policy(false)}),
+    )
+    .await
+    .unwrap();
+    let ev = c.closed("tty").await;
+    let out = String::from_utf8_lossy(&ev.pty);
+    assert!(out.contains("TIOCSTI=EPERM"), "{out}");
+    assert!(out.contains("winsize=OK"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tools_work_under_workspace_write() {
+    let s = Scratch::new("tools");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let (code, out, err) = shell(
+        &c,
+        "pipe",
+        &s.ws(),
+        ws_policy(false),
+        "seq 1 1000 | sort -rn | head -3 | tr '\\n' ' ' > out.txt && cat out.txt",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1000 999 998 ");
+    let (code, _, err) = shell(&c, "venv", &s.ws(), ws_policy(false),
+        "/usr/bin/python3 -m venv --without-pip venv && ./venv/bin/python -c 'import sys; print(sys.prefix)'").await;
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_hosts_fail_closed_unless_allowed() {
+    let s = Scratch::new("deg");
+    let cwd = s.ws();
+    let params = json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": ws_policy(false)});
+    let c = Client::new(Transport::Stdio, &["--landlock-abi", "2"]).await;
+    let e = c
+        .start_with("d1", &["true"], params.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32021);
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("ABI 3") && msg.contains("ABI 6"), "{msg}");
+    let c = Client::new(Transport::Stdio, &["--landlock-abi", "0"]).await;
+    let e = c
+        .start_with("d2", &["true"], params.clone())
+        .await
+        .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("Landlock"), "{e}");
+    let c = Client::new(
+        Transport::Stdio,
+        &["--landlock-abi", "5", "--allow-degraded"],
+    )
+    .await;
+    let r = c
+        .start_with(
+            "d3",
+            &["sh", "-c", "echo x > inside && echo y > ../outside/nope"],
+            params.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["sandbox"]["enforcement"], "degraded");
+    assert_eq!(r["sandbox"]["landlockAbi"], 5);
+    assert!(
+        r["sandbox"]["degradations"][0]
+            .as_str()
+            .unwrap()
+            .contains("ABI 6"),
+        "{r}"
+    );
+    let ev = c.closed("d3").await;
+    assert_ne!(
+        ev.exited.unwrap()["exitCode"],
+        0,
+        "filesystem rules still apply"
+    );
+    assert!(s.ws().join("inside").exists());
+    assert!(!s.outside().join("nope").exists());
+    // Full support is reported in initialize.
+    let mut c = Client::uninitialized(Transport::Stdio, &[]).await;
+    let init = c.initialize().await;
+    assert_eq!(init["stockade"]["sandboxSupport"]["seccomp"], true);
+    assert!(
+        init["stockade"]["sandboxSupport"]["landlockAbi"]
+            .as_i64()
+            .unwrap()
+            >= 6
+    );
+    assert_eq!(
+        init["stockade"]["sandboxSupport"]["policies"],
+        json!(["read-only", "workspace-write"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceiling_and_default_policy() {
+    let s = Scratch::new("ceil");
+    let cwd = s.ws();
+    let c = Client::new(
+        Transport::Stdio,
+        &["--ceiling", "read-only", "--default-policy", "read-only"],
+    )
+    .await;
+    let r = c
+        .start_with("a", &["true"], json!({"cwd": cwd.to_str().unwrap()}))
+        .await
+        .unwrap();
+    assert_eq!(r["sandbox"]["policy"], "read-only");
+    let e = c
+        .start_with(
+            "b",
+            &["true"],
+            json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": {"type": "workspace-write"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32020);
+    assert!(e["message"].as_str().unwrap().contains("read-only"));
+    let c = Client::new(Transport::Stdio, &["--no-network"]).await;
+    let e = c
+        .start_with(
+            "n",
+            &["true"],
+            json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": ws_policy(true)}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32020);
+    // danger-full-access needs a higher ceiling; then nothing is confined.
+    let c = Client::new(Transport::Stdio, &["--ceiling", "danger-full-access"]).await;
+    let r = c
+        .start_with(
+            "f",
+            &["true"],
+            json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": {"type": "danger-full-access"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["sandboxType"], "none");
+    assert_eq!(r["sandbox"]["enforcement"], "none");
+    // enforceManagedNetwork blocks the network even when the policy allows it.
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = c.start_with("m", &["true"], json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": ws_policy(true), "enforceManagedNetwork": true})).await.unwrap();
+    assert_eq!(r["sandbox"]["network"], "blocked");
+}
