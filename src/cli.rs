@@ -20,6 +20,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run one command through the same code path, forwarding stdio and the exit status.
     Run(RunArgs),
+    /// Print what this host can enforce (Landlock ABI, seccomp, namespaces, each policy).
+    Doctor(DoctorArgs),
+}
+
+/// `stockade doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Check as if the kernel offered at most this Landlock ABI.
+    #[arg(long, value_name = "N")]
+    pub landlock_abi: Option<i32>,
 }
 
 /// `stockade run` flags. The environment policy starts from `--policy FILE`'s `[env]` (default:
@@ -31,9 +45,24 @@ pub struct RunArgs {
     #[arg(long)]
     pub cwd: Option<PathBuf>,
 
-    /// Policy file (TOML) with an `[env]` table (see `policies/run-*.toml`).
+    /// Sandbox policy: a type name (`read-only`, `workspace-write`, `external-sandbox`,
+    /// `danger-full-access`) or a policy file (TOML) with a `[sandbox]` table (the
+    /// `sandboxPolicy` shape of PROTOCOL.md 6.2) and/or an `[env]` table. Default: the server
+    /// default (workspace-write, network blocked). `run` is operated by its caller, so every
+    /// policy is allowed (the ceiling is danger-full-access).
+    #[arg(long, value_name = "FILE|NAME")]
+    pub policy: Option<String>,
+
+    /// Make DIR writable too (workspace-write; repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub writable: Vec<PathBuf>,
+
+    /// Allow network access.
     #[arg(long)]
-    pub policy: Option<PathBuf>,
+    pub network: bool,
+
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 
     /// Server config file: its `[env] never_inherit` guard applies as for `serve`.
     #[arg(long)]

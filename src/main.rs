@@ -28,14 +28,37 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Run(args) => run(args),
+        Command::Doctor(args) => {
+            let report = stockade::doctor::report(args.landlock_abi);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", stockade::doctor::human(&report));
+            }
+            Ok(())
+        }
     }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    let is_name = args
+        .policy
+        .as_deref()
+        .is_some_and(|p| stockade::sandbox::policy::Level::parse(p).is_some());
     let file = match &args.policy {
-        Some(path) => RunPolicyFile::load(path).map_err(anyhow::Error::msg)?,
-        None => RunPolicyFile::default(),
+        Some(path) if !is_name => {
+            RunPolicyFile::load(std::path::Path::new(path)).map_err(anyhow::Error::msg)?
+        }
+        _ => RunPolicyFile::default(),
     };
+    let base_policy = match (&args.policy, &file.sandbox) {
+        (Some(name), _) if is_name => Some(serde_json::json!({ "type": name })),
+        (_, Some(table)) => Some(serde_json::to_value(table)?),
+        _ => None,
+    };
+    let sandbox_policy =
+        stockade::run::run_sandbox_policy(base_policy, &args.writable, args.network)
+            .map_err(anyhow::Error::msg)?;
     let mut env = file.env_policy().map_err(anyhow::Error::msg)?;
     if let Some(inherit) = &args.env_inherit {
         env.inherit = parse_inherit(inherit).map_err(|e| anyhow::anyhow!("--env-inherit: {e}"))?;
@@ -59,8 +82,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
+    let mut sandbox = SandboxSettings {
+        ceiling: stockade::sandbox::policy::Level::DangerFullAccess,
+        ..SandboxSettings::default()
+    };
+    config_file
+        .sandbox
+        .apply(&mut sandbox)
+        .map_err(anyhow::Error::msg)?;
+    args.sandbox
+        .apply(&mut sandbox)
+        .map_err(anyhow::Error::msg)?;
     let config = ServerConfig {
         never_inherit: config_file.env.never_inherit.clone(),
+        sandbox,
         ..ServerConfig::default()
     };
     let zygote = Zygote::start().context("starting the zygote process")?;
@@ -75,6 +110,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             argv: args.command.clone(),
             cwd,
             env,
+            sandbox_policy,
         };
         let code = stockade::run::run(server.clone(), request).await;
         server.shutdown().await;

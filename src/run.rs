@@ -17,12 +17,15 @@ use crate::server::Server;
 use crate::server::methods;
 
 /// A `stockade run` policy file (TOML; unknown keys are an error).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RunPolicyFile {
     /// `[env]`: the environment policy, with PROTOCOL.md section 5 fields in snake_case.
     #[serde(default)]
     pub env: Option<EnvPolicyFile>,
+    /// `[sandbox]`: a `sandboxPolicy` (PROTOCOL.md 6.2).
+    #[serde(default)]
+    pub sandbox: Option<toml::Value>,
 }
 
 /// `[env]` of a run policy file.
@@ -106,6 +109,48 @@ pub struct RunRequest {
     pub cwd: PathBuf,
     /// Environment policy.
     pub env: EnvPolicy,
+    /// `sandboxPolicy` (None: the server default).
+    pub sandbox_policy: Option<Value>,
+}
+
+/// Builds the `sandboxPolicy` of `stockade run` from `--policy`, `--writable` and `--network`.
+pub fn run_sandbox_policy(
+    file_or_name: Option<Value>,
+    writable: &[PathBuf],
+    network: bool,
+) -> Result<Option<Value>, String> {
+    let mut policy = file_or_name;
+    if !writable.is_empty() {
+        let p = policy.get_or_insert_with(|| json!({"type": "workspace-write"}));
+        if p["type"] != "workspace-write" {
+            return Err(format!(
+                "--writable needs a workspace-write policy, not {}",
+                p["type"]
+            ));
+        }
+        let roots = p
+            .as_object_mut()
+            .ok_or("policy must be a table")?
+            .entry("writable_roots")
+            .or_insert_with(|| json!([]));
+        for w in writable {
+            let abs =
+                std::path::absolute(w).map_err(|e| format!("--writable {}: {e}", w.display()))?;
+            roots
+                .as_array_mut()
+                .ok_or("writable_roots must be an array")?
+                .push(json!(abs.to_string_lossy()));
+        }
+    }
+    if network {
+        let p = policy.get_or_insert_with(|| json!({"type": "workspace-write"}));
+        p["network_access"] = if p["type"] == "external-sandbox" {
+            json!("enabled")
+        } else {
+            json!(true)
+        };
+    }
+    Ok(policy)
 }
 
 /// Exit status used when stockade itself fails before the command runs.
@@ -123,6 +168,7 @@ pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
         "envPolicy": env_policy_json(&req.env),
         "tty": false,
         "pipeStdin": true,
+        "sandboxPolicy": req.sandbox_policy,
     });
     let reply = methods::handle(&server, &session, "process/start", params).await;
     if let Err(e) = &reply.result {

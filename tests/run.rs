@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{bin, marker};
+use serde_json as _;
 
 fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     let mut child = Command::new(bin())
@@ -158,4 +159,115 @@ fn policy_file_and_guard() {
     assert_ne!(code, 0);
     assert!(err.contains("inherrit"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sandbox_flags() {
+    let dir = std::env::temp_dir().join(marker("runsb"));
+    let ws = dir.join("ws");
+    let extra = dir.join("extra");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&extra).unwrap();
+    let w = ws.to_str().unwrap();
+    let x = extra.to_str().unwrap();
+    // read-only by name: writing the cwd fails with EACCES.
+    let (code, _, err) = run(
+        &[
+            "--cwd",
+            w,
+            "--policy",
+            "read-only",
+            "--",
+            "sh",
+            "-c",
+            "echo x > f",
+        ],
+        b"",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Permission denied"), "{err}");
+    // workspace-write (without /tmp): the cwd is writable, a sibling is not...
+    let ww = dir.join("ww.toml");
+    std::fs::write(&ww, "[sandbox]\ntype = \"workspace-write\"\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n").unwrap();
+    let ww = ww.to_str().unwrap();
+    let script = format!("echo x > f && echo y > {x}/g");
+    let (code, _, err) = run(
+        &["--cwd", w, "--policy", ww, "--", "sh", "-c", &script],
+        b"",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(ws.join("f").exists() && !extra.join("g").exists());
+    // ...unless made --writable.
+    let (code, _, err) = run(
+        &[
+            "--cwd",
+            w,
+            "--policy",
+            ww,
+            "--writable",
+            x,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(extra.join("g").exists());
+    // A policy file with a [sandbox] table.
+    let policy = dir.join("p.toml");
+    std::fs::write(
+        &policy,
+        "[sandbox]\ntype = \"read-only\"\n[env]\ninherit = \"none\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "--cwd",
+            w,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "env | grep -c . ; touch h",
+        ],
+        b"",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(
+        out.trim(),
+        "1",
+        "only PWD (set by sh) in a none-inherit env: {out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn doctor_reports_the_host() {
+    let out = Command::new(bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["landlockAbi"].as_i64().unwrap() >= 6, "{v}");
+    assert_eq!(v["policies"]["workspace-write"]["enforcement"], "full");
+    let out = Command::new(bin())
+        .args(["doctor", "--json", "--landlock-abi", "2"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["policies"]["read-only"]["enforcement"], "refused");
+    assert!(
+        v["policies"]["read-only"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ABI 3")
+    );
+    let out = Command::new(bin()).arg("doctor").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("landlock ABI"));
 }

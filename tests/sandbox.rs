@@ -588,3 +588,30 @@ async fn ceiling_and_default_policy() {
     let r = c.start_with("m", &["true"], json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": ws_policy(true), "enforceManagedNetwork": true})).await.unwrap();
     assert_eq!(r["sandbox"]["network"], "blocked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_denied_is_reported() {
+    let s = Scratch::new("denied");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let script = format!("echo x > {}/nope", s.outside().display());
+    c.start_with(
+        "d",
+        &["sh", "-c", &script],
+        json!({"cwd": s.ws().to_str().unwrap(), "sandboxPolicy": ws_policy(false)}),
+    )
+    .await
+    .unwrap();
+    let ev = c.closed("d").await;
+    assert_eq!(ev.exited.unwrap()["sandboxDenied"], true);
+    let r = c.ok("process/read", json!({"processId": "d"})).await;
+    assert_eq!(r["sandboxDenied"], true);
+    c.start_with(
+        "ok",
+        &["sh", "-c", "echo fine > inside"],
+        json!({"cwd": s.ws().to_str().unwrap(), "sandboxPolicy": ws_policy(false)}),
+    )
+    .await
+    .unwrap();
+    let ev = c.closed("ok").await;
+    assert_eq!(ev.exited.unwrap()["sandboxDenied"], false);
+}

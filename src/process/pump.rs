@@ -168,7 +168,14 @@ impl Pump {
 }
 
 async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data: &[u8]) {
-    let seq = process.state().push_output(stream, data.to_vec());
+    let seq = {
+        let mut st = process.state();
+        if process.confined && !st.sandbox_denied && stream != Stream::Stdout && looks_denied(data)
+        {
+            st.sandbox_denied = true;
+        }
+        st.push_output(stream, data.to_vec())
+    };
     process.notify_changed();
     // Built by hand straight into one buffer: base64 needs no JSON escaping, and this is the
     // hot path for streaming.
@@ -187,6 +194,22 @@ async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data
         Ok(text) => sink.send(OutMessage(text)).await,
         Err(_) => tracing::error!("output notification was not UTF-8"),
     }
+}
+
+/// The evidence used for `sandboxDenied`: the error texts the C library prints for the errnos
+/// the sandbox answers with (EACCES, EPERM, EROFS), seen on stderr or the terminal of a
+/// confined process. A heuristic: it can fire for a refusal that ordinary permissions caused,
+/// and misses refusals a program does not report (see README, "Denials").
+pub const DENIAL_MARKERS: [&[u8]; 3] = [
+    b"Permission denied",
+    b"Operation not permitted",
+    b"Read-only file system",
+];
+
+fn looks_denied(data: &[u8]) -> bool {
+    DENIAL_MARKERS
+        .iter()
+        .any(|m| data.windows(m.len()).any(|w| w == *m))
 }
 
 async fn emit_exited(

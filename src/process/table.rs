@@ -115,6 +115,8 @@ pub struct Process {
     changed: Notify,
     finished: Notify,
     finished_flag: AtomicBool,
+    /// Runs under a confining policy (denial evidence is only looked for then).
+    pub confined: bool,
 }
 
 impl Process {
@@ -126,6 +128,7 @@ impl Process {
         pty: Option<Arc<AsyncPipe>>,
         stdin: Option<Arc<AsyncPipe>>,
         retain_bytes: usize,
+        confined: bool,
     ) -> Process {
         Process {
             id,
@@ -137,6 +140,7 @@ impl Process {
             changed: Notify::new(),
             finished: Notify::new(),
             finished_flag: AtomicBool::new(false),
+            confined,
         }
     }
 

@@ -319,6 +319,7 @@ async fn start_inner(
         spawned.pty,
         spawned.stdin,
         server.config.retain_output_bytes,
+        prepared.confined,
     ));
     session.processes.insert(process.clone());
     let (gate_tx, gate_rx) = oneshot::channel();

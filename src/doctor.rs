@@ -1,0 +1,98 @@
+//! `stockade doctor`: what this host can enforce, measured with the kernel itself.
+
+use serde_json::{Value, json};
+
+use crate::sandbox::policy::{self, Context};
+use crate::sandbox::prepare::{self, HostSupport, SandboxSettings, SeccompCache};
+use crate::sandbox::probe;
+
+/// Measures the host and checks every built-in policy; `cap` simulates an older Landlock ABI.
+pub fn report(cap: Option<i32>) -> Value {
+    let abi = probe::landlock_abi();
+    let host = HostSupport {
+        landlock_abi: cap.map_or(abi, |c| c.clamp(0, abi)),
+        seccomp: probe::seccomp(),
+        user_namespaces: probe::user_namespaces(),
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let settings = SandboxSettings {
+        ceiling: policy::Level::DangerFullAccess,
+        ..SandboxSettings::default()
+    };
+    let cache = SeccompCache::build().ok();
+    let cwd = std::env::temp_dir();
+    let mut policies = serde_json::Map::new();
+    for ty in [
+        "read-only",
+        "workspace-write",
+        "external-sandbox",
+        "danger-full-access",
+    ] {
+        let p = policy::from_sandbox_policy(
+            &json!({"type": ty}),
+            &Context {
+                cwd: &cwd,
+                tmpdir: None,
+            },
+        );
+        let verdict = match (p, &cache) {
+            (Ok(p), Some(cache)) => match prepare::prepare(&p, host, &settings, cache, root) {
+                Ok(prep) => prep.report,
+                Err(e) => json!({"enforcement": "refused", "error": e.message}),
+            },
+            (Err(e), _) => json!({"enforcement": "refused", "error": e}),
+            (_, None) => {
+                json!({"enforcement": "refused", "error": "seccomp filter does not compile"})
+            }
+        };
+        policies.insert(ty.to_string(), verdict);
+    }
+    json!({
+        "kernel": kernel,
+        "landlockAbi": host.landlock_abi,
+        "landlockAbiKernel": abi,
+        "seccomp": host.seccomp,
+        "userNamespaces": host.user_namespaces,
+        "runningAsRoot": root,
+        "policies": policies,
+    })
+}
+
+/// Renders the report for people.
+pub fn human(r: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "kernel            {}\n",
+        r["kernel"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!(
+        "landlock ABI      {} (kernel offers {}){}\n",
+        r["landlockAbi"],
+        r["landlockAbiKernel"],
+        match r["landlockAbi"].as_i64().unwrap_or(0) {
+            0 => "  - no filesystem confinement possible",
+            1 | 2 => "  - truncate not controllable: read-only paths cannot be enforced",
+            3..=5 => "  - no signal/abstract-socket scopes: hardening degraded",
+            _ => "",
+        }
+    ));
+    out.push_str(&format!("seccomp           {}\n", r["seccomp"]));
+    out.push_str(&format!("user namespaces   {}\n", r["userNamespaces"]));
+    out.push_str(&format!("running as root   {}\n\n", r["runningAsRoot"]));
+    for (name, v) in r["policies"].as_object().into_iter().flatten() {
+        let enforcement = v["enforcement"].as_str().unwrap_or("?");
+        out.push_str(&format!("{name:<20} {enforcement}"));
+        if let Some(e) = v["error"].as_str() {
+            out.push_str(&format!(": {e}"));
+        }
+        if let Some(d) = v["degradations"].as_array().filter(|d| !d.is_empty()) {
+            out.push_str(&format!(" ({} degradations)", d.len()));
+        }
+        out.push('\n');
+    }
+    out
+}
