@@ -134,13 +134,27 @@ fn main() {
     let n = if quick { 200 } else { 1000 };
     let total: usize = if quick { 200_000_000 } else { 1_000_000_000 };
 
-    // Spawn latency, interleaved so both see the same machine conditions.
-    let mut s = Server::start(&["--retain-exited-ms", "0"]);
+    // Spawn latency, interleaved so all variants see the same machine conditions.
+    let mut s = Server::start(&["--retain-exited-ms", "0", "--ceiling", "danger-full-access"]);
+    let unconfined = json!({"sandboxPolicy": {"type": "danger-full-access"}});
+    let confined = json!({"sandboxPolicy": {"type": "workspace-write"}});
+    let bwrap = std::path::Path::new("/usr/bin/bwrap").exists();
+    let bwrap_args = [
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--unshare-all",
+        "--die-with-parent",
+        "/bin/true",
+    ];
     for k in 0..50 {
-        s.run(&format!("w{k}"), &["/bin/true"], json!({}));
+        s.run(&format!("w{k}"), &["/bin/true"], unconfined.clone());
+        s.run(&format!("ws{k}"), &["/bin/true"], confined.clone());
         Command::new("/bin/true").status().unwrap();
     }
-    let (mut plain, mut sto) = (Vec::new(), Vec::new());
+    let (mut plain, mut sto, mut sbx, mut bw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for k in 0..n {
         let t = Instant::now();
         let st = Command::new("/bin/true")
@@ -150,11 +164,25 @@ fn main() {
         plain.push(ms(t.elapsed()));
         assert!(st.success());
         let t = Instant::now();
-        s.run(&format!("p{k}"), &["/bin/true"], json!({}));
+        s.run(&format!("p{k}"), &["/bin/true"], unconfined.clone());
         sto.push(ms(t.elapsed()));
+        let t = Instant::now();
+        s.run(&format!("s{k}"), &["/bin/true"], confined.clone());
+        sbx.push(ms(t.elapsed()));
+        if bwrap {
+            let t = Instant::now();
+            let st = Command::new("/usr/bin/bwrap")
+                .args(bwrap_args)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap();
+            bw.push(ms(t.elapsed()));
+            assert!(st.success());
+        }
     }
-    let (pm, sm) = (pct(&mut plain, 0.5), pct(&mut sto, 0.5));
-    let (p9, s9) = (pct(&mut plain, 0.9), pct(&mut sto, 0.9));
+    let (pm, sm, xm) = (pct(&mut plain, 0.5), pct(&mut sto, 0.5), pct(&mut sbx, 0.5));
+    let (p9, s9, x9) = (pct(&mut plain, 0.9), pct(&mut sto, 0.9), pct(&mut sbx, 0.9));
+    let bwm = if bwrap { Some(pct(&mut bw, 0.5)) } else { None };
 
     // Streaming: plain pipe read vs. through stockade (JSON + base64 decoded by this client).
     let count = total.to_string();
@@ -179,22 +207,37 @@ fn main() {
     let raw = total as f64 / t.elapsed().as_secs_f64() / 1e6;
     assert_eq!(got, total);
     let t = Instant::now();
-    let got = s.run("stream", &cmd, json!({}));
+    let got = s.run("stream", &cmd, unconfined.clone());
     let through = total as f64 / t.elapsed().as_secs_f64() / 1e6;
     assert_eq!(got, total);
 
-    println!("| figure | baseline | stockade | ratio |");
+    println!("| figure | baseline | measured | ratio |");
     println!("|---|---|---|---|");
     println!(
-        "| spawn `/bin/true`, start→closed, median (n={n}) | {pm:.3} ms | {sm:.3} ms | {:.2} |",
+        "| spawn `/bin/true` unsandboxed, start→closed, median (n={n}) | plain spawn {pm:.3} ms | {sm:.3} ms | {:.2} |",
         sm / pm
     );
     println!(
-        "| spawn `/bin/true`, start→closed, p90 | {p9:.3} ms | {s9:.3} ms | {:.2} |",
+        "| spawn `/bin/true` unsandboxed, p90 | plain spawn {p9:.3} ms | {s9:.3} ms | {:.2} |",
         s9 / p9
     );
     println!(
-        "| stdout streaming, {} MB | {raw:.0} MB/s | {through:.0} MB/s | {:.2} |",
+        "| spawn `/bin/true` sandboxed (workspace-write), median | unsandboxed {sm:.3} ms | {xm:.3} ms | {:.2} |",
+        xm / sm
+    );
+    println!(
+        "| spawn `/bin/true` sandboxed (workspace-write), p90 | unsandboxed {s9:.3} ms | {x9:.3} ms | {:.2} |",
+        x9 / s9
+    );
+    match bwm {
+        Some(b) => println!(
+            "| `bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true`, median | plain spawn {pm:.3} ms | {b:.3} ms | {:.2} |",
+            b / pm
+        ),
+        None => println!("| bwrap | not installed | - | - |"),
+    }
+    println!(
+        "| stdout streaming, {} MB, unsandboxed | pipe {raw:.0} MB/s | {through:.0} MB/s | {:.2} |",
         total / 1_000_000,
         through / raw
     );

@@ -209,7 +209,9 @@ mod tests {
                     .to_string_lossy()
                     .starts_with("server-")
             {
-                ConfigFile::load(&path).unwrap();
+                let c = ConfigFile::load(&path).unwrap();
+                let mut settings = SandboxSettings::default();
+                c.sandbox.apply(&mut settings).unwrap();
             }
         }
     }
