@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::process::Limits;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::SandboxSettings;
 
@@ -28,6 +29,10 @@ pub struct ServerConfig {
     pub never_inherit: Vec<String>,
     /// Default policy, ceiling and degradation settings.
     pub sandbox: SandboxSettings,
+    /// Limits applied when a request does not set them.
+    pub limits_default: Limits,
+    /// Largest limits a request may ask for (above: -32020).
+    pub limits_max: Limits,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +46,8 @@ impl Default for ServerConfig {
             outbox_capacity: 64,
             never_inherit: Vec::new(),
             sandbox: SandboxSettings::default(),
+            limits_default: Limits::default(),
+            limits_max: Limits::default(),
         }
     }
 }
@@ -55,6 +62,56 @@ pub struct ConfigFile {
     /// `[sandbox]`.
     #[serde(default)]
     pub sandbox: SandboxSection,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]` of the config file: `default` applies to requests that do not set a limit,
+/// `max` bounds what requests may ask for (above it: -32020, never silently clamped).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Defaults.
+    #[serde(default)]
+    pub default: LimitsTable,
+    /// Maxima.
+    #[serde(default)]
+    pub max: LimitsTable,
+}
+
+/// The limits of PROTOCOL.md section 7 in snake_case.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsTable {
+    /// `wallTimeMs`.
+    pub wall_time_ms: Option<u64>,
+    /// `cpuTimeMs`.
+    pub cpu_time_ms: Option<u64>,
+    /// `memoryBytes`.
+    pub memory_bytes: Option<u64>,
+    /// `maxProcesses`.
+    pub max_processes: Option<u64>,
+    /// `maxFileSizeBytes`.
+    pub max_file_size_bytes: Option<u64>,
+    /// `maxOpenFiles`.
+    pub max_open_files: Option<u64>,
+    /// `maxOutputBytes`.
+    pub max_output_bytes: Option<u64>,
+}
+
+impl From<LimitsTable> for Limits {
+    fn from(t: LimitsTable) -> Limits {
+        Limits {
+            wall_time_ms: t.wall_time_ms,
+            cpu_time_ms: t.cpu_time_ms,
+            memory_bytes: t.memory_bytes,
+            max_processes: t.max_processes,
+            max_file_size_bytes: t.max_file_size_bytes,
+            max_open_files: t.max_open_files,
+            max_output_bytes: t.max_output_bytes,
+        }
+    }
 }
 
 /// `[sandbox]` of the config file.

@@ -156,6 +156,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let config = ServerConfig {
         sandbox,
+        limits_default: file.limits.default.into(),
+        limits_max: file.limits.max.into(),
         never_inherit: file.env.never_inherit.clone(),
         max_message_bytes: args.max_message_bytes,
         session_grace: Duration::from_millis(args.session_grace_ms),

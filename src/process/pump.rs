@@ -27,6 +27,17 @@ pub struct PumpConfig {
     pub close_grace: Duration,
     /// How long a closed process stays readable.
     pub retain_exited: Duration,
+    /// Kill the tree after this long (`timedOut`).
+    pub wall_time: Option<Duration>,
+    /// Kill the tree after this much output (`outputLimitExceeded`).
+    pub max_output_bytes: Option<u64>,
+}
+
+/// Why the pump ended the tree itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcome {
+    timed_out: bool,
+    output_exceeded: bool,
 }
 
 /// Size of one read from an output fd. One buffer per process serves both streams (memory
@@ -109,24 +120,62 @@ impl Pump {
         let far = Duration::from_secs(86400 * 365);
         let grace = tokio::time::sleep(far);
         tokio::pin!(grace);
+        let wall = tokio::time::sleep(config.wall_time.unwrap_or(far));
+        tokio::pin!(wall);
+        let mut outcome = Outcome::default();
+        let mut output_total: u64 = 0;
+        // How much of an n-byte chunk fits in the output limit.
+        let budget = |total: &mut u64, n: usize| -> usize {
+            match config.max_output_bytes {
+                None => n,
+                Some(max) => {
+                    let allowed = max.saturating_sub(*total).min(n as u64) as usize;
+                    *total += n as u64;
+                    allowed
+                }
+            }
+        };
 
         while !(exited && !open[0] && !open[1]) {
             tokio::select! {
                 biased;
                 r = ready(pipe0), if open[0] => match r.map(|_| read_now(pipe0, &mut buf)) {
-                    Ok(Read::Data(n)) => emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf[..n]).await,
+                    Ok(Read::Data(n)) => {
+                        let keep = budget(&mut output_total, n);
+                        if keep > 0 {
+                            emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf[..keep]).await;
+                        }
+                        if keep < n && !outcome.output_exceeded {
+                            outcome.output_exceeded = true;
+                            process.kill_tree();
+                        }
+                    }
                     Ok(Read::Spurious) => {}
                     _ => open[0] = false,
                 },
                 r = ready(pipe1), if open[1] => match r.map(|_| read_now(pipe1, &mut buf)) {
-                    Ok(Read::Data(n)) => emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf[..n]).await,
+                    Ok(Read::Data(n)) => {
+                        let keep = budget(&mut output_total, n);
+                        if keep > 0 {
+                            emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf[..keep]).await;
+                        }
+                        if keep < n && !outcome.output_exceeded {
+                            outcome.output_exceeded = true;
+                            process.kill_tree();
+                        }
+                    }
                     Ok(Read::Spurious) => {}
                     _ => open[1] = false,
+                },
+                _ = &mut wall, if !exited && config.wall_time.is_some() => {
+                    outcome.timed_out = true;
+                    process.kill_tree();
+                    wall.as_mut().reset(tokio::time::Instant::now() + far);
                 },
                 rec = &mut exit_rx, if !exited => {
                     exited = true;
                     let rec = rec.ok().flatten();
-                    emit_exited(&process, &sink, rec, started).await;
+                    emit_exited(&process, &sink, rec, started, outcome, &config).await;
                     grace.as_mut().reset(tokio::time::Instant::now() + config.close_grace);
                 },
                 _ = &mut grace, if exited => {
@@ -217,6 +266,8 @@ async fn emit_exited(
     sink: &SessionSink,
     rec: Option<ExitRecord>,
     started: Instant,
+    outcome: Outcome,
+    config: &PumpConfig,
 ) {
     // No record means the keeper itself was killed (only possible for unconfined processes);
     // report it as a kill.
@@ -246,6 +297,12 @@ async fn emit_exited(
     });
     if let Some(sig) = &info.signal {
         params["signal"] = json!(sig);
+    }
+    if config.wall_time.is_some() {
+        params["timedOut"] = json!(outcome.timed_out);
+    }
+    if config.max_output_bytes.is_some() {
+        params["outputLimitExceeded"] = json!(outcome.output_exceeded);
     }
     sink.send(notification("process/exited", params)).await;
 }

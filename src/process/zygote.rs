@@ -56,6 +56,10 @@ pub struct KeeperRequest {
     pub mounts: Vec<Vec<u8>>,
     /// Create a user namespace for the mounts (the server is not root).
     pub userns: bool,
+    /// Resource limits: each entry is the resource number (u32 LE) and the value (u64 LE).
+    pub rlimits: Vec<Vec<u8>>,
+    /// Ignore SIGXFSZ (file size limit set).
+    pub ignore_sigxfsz: bool,
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -103,6 +107,8 @@ impl KeeperRequest {
         put(&mut out, &self.cwd);
         put(&mut out, &self.seccomp);
         put_list(&mut out, &self.mounts);
+        put_list(&mut out, &self.rlimits);
+        out.push(self.ignore_sigxfsz as u8);
         out.push(self.userns as u8);
         out.push(self.tty as u8);
         out.push(self.has_ruleset as u8);
@@ -122,6 +128,12 @@ impl KeeperRequest {
             cwd: r.bytes()?,
             seccomp: r.bytes()?,
             mounts: r.list()?,
+            rlimits: r.list()?,
+            ignore_sigxfsz: {
+                let (b, rest) = r.0.split_first()?;
+                r.0 = rest;
+                *b != 0
+            },
             userns: {
                 let (b, rest) = r.0.split_first()?;
                 r.0 = rest;
@@ -148,6 +160,15 @@ impl KeeperRequest {
             self.drop_caps,
             self.no_core,
         );
+        for rl in &self.rlimits {
+            if rl.len() != 12 {
+                return None;
+            }
+            let resource = u32::from_le_bytes(rl[..4].try_into().ok()?) as i32;
+            let value = u64::from_le_bytes(rl[4..].try_into().ok()?);
+            sandbox.rlimits.push((resource, value));
+        }
+        sandbox.ignore_sigxfsz = self.ignore_sigxfsz;
         if !self.mounts.is_empty() {
             let mut ops = Vec::new();
             for m in self.mounts {
@@ -509,6 +530,8 @@ mod tests {
             no_core: true,
             mounts: vec![b"\x00/x/.git".to_vec()],
             userns: true,
+            rlimits: vec![[3u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0].to_vec()],
+            ignore_sigxfsz: true,
         };
         assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
         let enc = r.encode();

@@ -46,9 +46,9 @@ pub struct StartParams {
     /// Initial PTY size.
     #[serde(default)]
     pub size: Option<TerminalSize>,
-    /// Resource limits (section 7), kept raw.
+    /// Resource limits (section 7).
     #[serde(default)]
-    pub limits: Option<Value>,
+    pub limits: Option<Limits>,
     /// Sent by current Codex clients: network only through a managed proxy.
     #[serde(default)]
     pub enforce_managed_network: Option<bool>,
@@ -220,4 +220,74 @@ pub struct Usage {
     pub sys_ms: u64,
     /// Peak resident set size.
     pub max_rss_kb: u64,
+}
+
+/// `limits` of `process/start` (section 7); all optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Kill the tree after this long (`timedOut: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time_ms: Option<u64>,
+    /// CPU time (RLIMIT_CPU, whole seconds rounded up; SIGXCPU then SIGKILL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
+    /// Address space (RLIMIT_AS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Processes of the user (RLIMIT_NPROC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u64>,
+    /// Largest file the process may write (RLIMIT_FSIZE; writes fail with EFBIG).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size_bytes: Option<u64>,
+    /// Open file descriptors (RLIMIT_NOFILE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_files: Option<u64>,
+    /// Kill the tree once this much output was produced (`outputLimitExceeded: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+}
+
+impl Limits {
+    /// The fields as `(wire name, value)` pairs.
+    pub fn fields(&self) -> [(&'static str, Option<u64>); 7] {
+        [
+            ("wallTimeMs", self.wall_time_ms),
+            ("cpuTimeMs", self.cpu_time_ms),
+            ("memoryBytes", self.memory_bytes),
+            ("maxProcesses", self.max_processes),
+            ("maxFileSizeBytes", self.max_file_size_bytes),
+            ("maxOpenFiles", self.max_open_files),
+            ("maxOutputBytes", self.max_output_bytes),
+        ]
+    }
+
+    /// Each field of `self`, or the default's when absent.
+    pub fn or(self, default: Limits) -> Limits {
+        Limits {
+            wall_time_ms: self.wall_time_ms.or(default.wall_time_ms),
+            cpu_time_ms: self.cpu_time_ms.or(default.cpu_time_ms),
+            memory_bytes: self.memory_bytes.or(default.memory_bytes),
+            max_processes: self.max_processes.or(default.max_processes),
+            max_file_size_bytes: self.max_file_size_bytes.or(default.max_file_size_bytes),
+            max_open_files: self.max_open_files.or(default.max_open_files),
+            max_output_bytes: self.max_output_bytes.or(default.max_output_bytes),
+        }
+    }
+
+    /// The first field above `max`, as an error message (requests above the maximum are
+    /// refused, never silently clamped).
+    pub fn check_max(&self, max: &Limits) -> Result<(), String> {
+        for ((name, v), (_, m)) in self.fields().iter().zip(max.fields().iter()) {
+            if let (Some(v), Some(m)) = (v, m)
+                && v > m
+            {
+                return Err(format!(
+                    "limits.{name} {v} is above this server's maximum {m}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -112,6 +112,10 @@ pub struct ChildSandbox {
     pub no_core: bool,
     /// Private mount namespace for what Landlock cannot express.
     pub mounts: Option<MountPlan>,
+    /// Resource limits `(resource, value)`, lowered to at most the current hard limit.
+    pub rlimits: Vec<(i32, u64)>,
+    /// Ignore SIGXFSZ so that writes past RLIMIT_FSIZE fail with EFBIG instead of killing.
+    pub ignore_sigxfsz: bool,
 }
 
 /// What a mount does.
@@ -151,6 +155,8 @@ impl ChildSandbox {
             drop_caps,
             no_core,
             mounts: None,
+            rlimits: Vec::new(),
+            ignore_sigxfsz: false,
         };
         s.fprogs = s
             .seccomp
@@ -283,6 +289,25 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds) -> ! {
             if libc::setrlimit(libc::RLIMIT_CORE, &zero) < 0 {
                 fail(ep, Stage::Rlimit, errno());
             }
+        }
+        for &(resource, value) in &sb.rlimits {
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(resource as _, &mut cur);
+            // Hard limits can only be lowered without CAP_SYS_RESOURCE: never ask for more.
+            let hard = value.min(cur.rlim_max);
+            let lim = libc::rlimit {
+                rlim_cur: hard,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(resource as _, &lim) < 0 {
+                fail(ep, Stage::Rlimit, errno());
+            }
+        }
+        if sb.ignore_sigxfsz {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         }
         if sb.drop_caps {
             drop_capabilities(ep);

@@ -21,8 +21,8 @@ use crate::process::spawn::{SpawnError, SpawnSpec};
 use crate::process::table::{Lookup, Process};
 use crate::process::zygote::KeeperRequest;
 use crate::protocol::process::{
-    ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult, WriteParams,
-    WriteStatus,
+    Limits, ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult,
+    WriteParams, WriteStatus,
 };
 use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
@@ -186,14 +186,28 @@ async fn start_inner(
         ),
         None => None,
     };
-    if p.limits
-        .as_ref()
-        .is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
-    {
-        return Err(RpcError::new(
-            ErrorCode::SandboxUnavailable,
-            "resource limits are not available in this build",
-        ));
+    // Limits: the request's, else the server defaults; above the maximum is refused.
+    let limits = p
+        .limits
+        .unwrap_or_default()
+        .or(server.config.limits_default);
+    limits
+        .check_max(&server.config.limits_max)
+        .map_err(|e| RpcError::new(ErrorCode::PolicyNotAllowed, e))?;
+    // The kernel never applies RLIMIT_NPROC to uid 0, and this host has no delegated pids
+    // cgroup: as root, maxProcesses cannot be enforced.
+    let mut limit_degradations = Vec::new();
+    if limits.max_processes.is_some() && server.is_root {
+        let what = "maxProcesses: RLIMIT_NPROC does not apply to root and no delegated pids cgroup is available";
+        if !server.config.sandbox.allow_degraded {
+            return Err(RpcError::new(
+                ErrorCode::SandboxUnavailable,
+                format!(
+                    "limits cannot be enforced on this host: {what} (start the server with --allow-degraded to run anyway)"
+                ),
+            ));
+        }
+        limit_degradations.push(what.to_string());
     }
     validate_env(&p.env)?;
     // No policy: exactly `env`. With one: built from the server's environment, `env` on top.
@@ -292,6 +306,8 @@ async fn start_inner(
             no_core: prepared.no_core,
             mounts: prepared.mounts.clone(),
             userns: prepared.userns,
+            rlimits: rlimit_entries(&limits),
+            ignore_sigxfsz: limits.max_file_size_bytes.is_some(),
         },
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
@@ -333,10 +349,20 @@ async fn start_inner(
         config: PumpConfig {
             close_grace: server.config.close_grace,
             retain_exited: server.config.retain_exited,
+            wall_time: limits.wall_time_ms.map(Duration::from_millis),
+            max_output_bytes: limits.max_output_bytes,
         },
         started,
     };
     tokio::spawn(pump.run());
+    let mut report = prepared.report;
+    report["limits"] = limits_report(&limits);
+    if !limit_degradations.is_empty() {
+        if let Some(d) = report["degradations"].as_array_mut() {
+            d.extend(limit_degradations.into_iter().map(Value::String));
+        }
+        report["enforcement"] = json!("degraded");
+    }
     let result = StartResult {
         process_id: p.process_id,
         sandbox_type: if prepared.confined {
@@ -345,10 +371,55 @@ async fn start_inner(
             SANDBOX_TYPE_NONE
         },
         pid: spawned.pid,
-        sandbox: prepared.report,
+        sandbox: report,
     };
     let value = serde_json::to_value(result).map_err(|e| RpcError::internal(e.to_string()))?;
     Ok((value, gate_tx))
+}
+
+/// The rlimits a request's limits become (resource number, value), encoded for the keeper.
+fn rlimit_entries(l: &Limits) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut push = |resource: libc::__rlimit_resource_t, value: Option<u64>| {
+        if let Some(v) = value {
+            let mut e = (resource as u32).to_le_bytes().to_vec();
+            e.extend_from_slice(&v.to_le_bytes());
+            out.push(e);
+        }
+    };
+    // RLIMIT_CPU counts whole seconds: round up, at least one.
+    push(
+        libc::RLIMIT_CPU,
+        l.cpu_time_ms.map(|ms| ms.div_ceil(1000).max(1)),
+    );
+    push(libc::RLIMIT_AS, l.memory_bytes);
+    push(libc::RLIMIT_NPROC, l.max_processes);
+    push(libc::RLIMIT_FSIZE, l.max_file_size_bytes);
+    push(libc::RLIMIT_NOFILE, l.max_open_files);
+    out
+}
+
+/// The `limits` part of the SandboxReport: each effective limit and how it is enforced.
+fn limits_report(l: &Limits) -> Value {
+    let mechanism = |name: &str| match name {
+        "wallTimeMs" => "timer, then the tree is killed",
+        "cpuTimeMs" => "RLIMIT_CPU (whole seconds, rounded up; SIGXCPU then SIGKILL)",
+        "memoryBytes" => "RLIMIT_AS (virtual memory per process; allocations fail)",
+        "maxProcesses" => "RLIMIT_NPROC (counts every process of the user, not only this tree)",
+        "maxFileSizeBytes" => "RLIMIT_FSIZE (writes fail with EFBIG)",
+        "maxOpenFiles" => "RLIMIT_NOFILE",
+        _ => "output counter, then the tree is killed",
+    };
+    let mut m = serde_json::Map::new();
+    for (name, v) in l.fields() {
+        if let Some(v) = v {
+            m.insert(
+                name.to_string(),
+                json!({"value": v, "mechanism": mechanism(name)}),
+            );
+        }
+    }
+    Value::Object(m)
 }
 
 /// Upper bound on `waitMs` (keeps deadline arithmetic far from overflow).
