@@ -175,6 +175,26 @@ impl Pump {
                 rec = &mut exit_rx, if !exited => {
                     exited = true;
                     let rec = rec.ok().flatten();
+                    // Output the program wrote before exiting goes out before `exited`, even
+                    // if its readiness has not reached us yet: drain what is readable now.
+                    for (i, (pipe, stream)) in [(pipe0, stream0), (pipe1, stream1)].into_iter().enumerate() {
+                        while open[i] {
+                            match read_now(pipe, &mut buf) {
+                                Read::Data(n) => {
+                                    let keep = budget(&mut output_total, n);
+                                    if keep > 0 {
+                                        emit_output(&process, &sink, stream.unwrap_or(Stream::Stdout), &buf[..keep]).await;
+                                    }
+                                    if keep < n {
+                                        outcome.output_exceeded = true;
+                                        break;
+                                    }
+                                }
+                                Read::Spurious => break,
+                                Read::Eof => open[i] = false,
+                            }
+                        }
+                    }
                     emit_exited(&process, &sink, rec, started, outcome, &config).await;
                     grace.as_mut().reset(tokio::time::Instant::now() + config.close_grace);
                 },

@@ -382,7 +382,7 @@ fn rlimit_entries(l: &Limits) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut push = |resource: libc::__rlimit_resource_t, value: Option<u64>| {
         if let Some(v) = value {
-            let mut e = (resource as u32).to_le_bytes().to_vec();
+            let mut e = resource.to_le_bytes().to_vec();
             e.extend_from_slice(&v.to_le_bytes());
             out.push(e);
         }
