@@ -61,6 +61,28 @@ pub struct RunArgs {
     #[arg(long)]
     pub network: bool,
 
+    /// Kill the command's whole tree after this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub wall_time_ms: Option<u64>,
+    /// CPU time limit (RLIMIT_CPU, rounded up to whole seconds).
+    #[arg(long, value_name = "MS")]
+    pub cpu_time_ms: Option<u64>,
+    /// Address-space limit (RLIMIT_AS).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_bytes: Option<u64>,
+    /// Process limit of the user (RLIMIT_NPROC; not enforceable as root).
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<u64>,
+    /// Largest file the command may write (writes beyond fail with EFBIG).
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_size_bytes: Option<u64>,
+    /// Open file descriptor limit.
+    #[arg(long, value_name = "N")]
+    pub max_open_files: Option<u64>,
+    /// Kill the command's tree once it has written this much output.
+    #[arg(long, value_name = "BYTES")]
+    pub max_output_bytes: Option<u64>,
+
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 

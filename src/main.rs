@@ -111,6 +111,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             cwd,
             env,
             sandbox_policy,
+            limits: stockade::protocol::process::Limits {
+                wall_time_ms: args.wall_time_ms,
+                cpu_time_ms: args.cpu_time_ms,
+                memory_bytes: args.memory_bytes,
+                max_processes: args.max_processes,
+                max_file_size_bytes: args.max_file_size_bytes,
+                max_open_files: args.max_open_files,
+                max_output_bytes: args.max_output_bytes,
+            },
         };
         let code = stockade::run::run(server.clone(), request).await;
         server.shutdown().await;

@@ -111,6 +111,8 @@ pub struct RunRequest {
     pub env: EnvPolicy,
     /// `sandboxPolicy` (None: the server default).
     pub sandbox_policy: Option<Value>,
+    /// Resource limits.
+    pub limits: crate::protocol::process::Limits,
 }
 
 /// Builds the `sandboxPolicy` of `stockade run` from `--policy`, `--writable` and `--network`.
@@ -169,6 +171,7 @@ pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
         "tty": false,
         "pipeStdin": true,
         "sandboxPolicy": req.sandbox_policy,
+        "limits": req.limits,
     });
     let reply = methods::handle(&server, &session, "process/start", params).await;
     if let Err(e) = &reply.result {

@@ -271,3 +271,24 @@ fn doctor_reports_the_host() {
     let out = Command::new(bin()).arg("doctor").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("landlock ABI"));
 }
+
+#[test]
+fn limit_flags() {
+    let (code, _, _) = run(&["--wall-time-ms", "300", "--", "sleep", "30"], b"");
+    assert_eq!(code, 137, "killed by the wall-time limit");
+    let (code, out, _) = run(&["--max-output-bytes", "1000", "--", "yes"], b"");
+    assert_eq!(code, 137);
+    assert_eq!(out.len(), 1000);
+    let (_, _, err) = run(
+        &[
+            "--max-open-files",
+            "10",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import os\n[os.open('/dev/null', 0) for _ in range(50)]",
+        ],
+        b"",
+    );
+    assert!(err.contains("Too many open files"), "{err}");
+}
