@@ -19,7 +19,7 @@ pub enum Command {
     /// Serve the JSON-RPC protocol on stdio or WebSocket.
     Serve(ServeArgs),
     /// Run one command through the same code path, forwarding stdio and the exit status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print what this host can enforce (Landlock ABI, seccomp, namespaces, each policy).
     Doctor(DoctorArgs),
 }

@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Doctor(args) => {
             let report = stockade::doctor::report(args.landlock_abi);
             if args.json {
