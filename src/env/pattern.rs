@@ -17,12 +17,13 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     // linear in practice, never exponential).
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` in the pattern is always a wildcard, even where the name has a literal `*`.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ni));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
         } else if let Some((sp, sn)) = star {
             pi = sp + 1;
             ni = sn + 1;
@@ -73,6 +74,11 @@ mod tests {
             ("*_*_*", "A_B", false),
             ("a*b*c", "aXXbYYbZZc", true),
             ("a*b*c", "aXXbYYbZZ", false),
+            // Found by fuzz/env_pattern: a literal `*` in the name must not consume the
+            // pattern's wildcard.
+            ("*", "*x", true),
+            ("*x", "**x", true),
+            ("a*", "a*b", true),
         ];
         for (p, n, want) in cases {
             assert_eq!(matches(p, n), want, "pattern {p:?} name {n:?}");

@@ -1,0 +1,17 @@
+//! Envelope decoding and per-method params decoding never panic on arbitrary bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use stockade::protocol::envelope::{Incoming, decode};
+use stockade::protocol::process::{ReadParams, ResizeParams, SignalParams, StartParams, WriteParams};
+use stockade::server::methods::parse_params;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(d) = decode(data) else { return };
+    if let Incoming::Request { params, .. } = d.message {
+        let _ = parse_params::<StartParams>(params.clone());
+        let _ = parse_params::<ReadParams>(params.clone());
+        let _ = parse_params::<WriteParams>(params.clone());
+        let _ = parse_params::<SignalParams>(params.clone());
+        let _ = parse_params::<ResizeParams>(params);
+    }
+});
