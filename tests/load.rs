@@ -24,13 +24,24 @@ async fn stalled_client_is_back_pressured_and_others_keep_working() {
     let (server, url) = Client::spawn_ws_server(&[]).await;
     let pid = server.id().unwrap();
     // A raw client that sends requests and then never reads.
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
-    ws.send(Message::text(r#"{"id":1,"method":"initialize","params":{"clientName":"stalled"}}"#)).await.unwrap();
-    ws.send(Message::text(r#"{"method":"initialized"}"#)).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"id":1,"method":"initialize","params":{"clientName":"stalled"}}"#,
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::text(r#"{"method":"initialized"}"#))
+        .await
+        .unwrap();
     ws.send(Message::text(r#"{"id":2,"method":"process/start","params":{"processId":"flood","argv":["head","-c","1000000000","/dev/zero"],"cwd":"/tmp","env":{"PATH":"/usr/bin:/bin"},"tty":false}}"#)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = rss_kb(pid);
-    assert!(rss < 96 * 1024, "server RSS {rss} kB while a client does not read");
+    assert!(
+        rss < 96 * 1024,
+        "server RSS {rss} kB while a client does not read"
+    );
     // Another connection is served normally meanwhile.
     let mut other = Client::ws_connect(&url, &[]).await.unwrap();
     other.initialize().await;
@@ -38,7 +49,10 @@ async fn stalled_client_is_back_pressured_and_others_keep_working() {
     assert_eq!(ev.stdout, b"still here\n");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss2 = rss_kb(pid);
-    assert!(rss2 < 96 * 1024, "server RSS {rss2} kB after 5 s of a stalled client");
+    assert!(
+        rss2 < 96 * 1024,
+        "server RSS {rss2} kB after 5 s of a stalled client"
+    );
     drop(ws);
 }
 
@@ -55,7 +69,9 @@ async fn two_hundred_concurrent_across_four_connections() {
         (0..50).map(move |i| async move {
             let id = format!("c{ci}-{i}");
             let n = 1000 + i * 37;
-            c.start_with(&id, &["head", "-c", &n.to_string(), "/dev/zero"], json!({})).await.unwrap();
+            c.start_with(&id, &["head", "-c", &n.to_string(), "/dev/zero"], json!({}))
+                .await
+                .unwrap();
             let ev = c.closed(&id).await;
             assert_eq!(ev.stdout.len(), n, "{id}: every byte arrives");
             assert_eq!(ev.exited.unwrap()["exitCode"], 0);
@@ -69,31 +85,67 @@ async fn faults_in_children() {
     let c = Client::new(Transport::Stdio, &["--close-grace-ms", "300"]).await;
     // A child that forks 500 processes: terminate leaves none alive.
     let m = format!("8000{}.5", std::process::id() % 1000);
-    c.start("forker", &["sh", "-c", &format!("i=0; while [ $i -lt 500 ]; do sleep {m} & i=$((i+1)); done; echo forked; wait")]).await;
+    c.start(
+        "forker",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "i=0; while [ $i -lt 500 ]; do sleep {m} & i=$((i+1)); done; echo forked; wait"
+            ),
+        ],
+    )
+    .await;
     c.wait_output("forker", "forked").await;
     let before = pids_with_marker(&m).len();
     assert!(before >= 400, "only {before} children started");
-    c.ok("process/terminate", json!({"processId": "forker"})).await;
+    c.ok("process/terminate", json!({"processId": "forker"}))
+        .await;
     c.closed("forker").await;
     assert!(wait_all_dead(&pids_with_marker(&m)).await.is_empty());
     // A child that closes its stdout early and keeps running: exited is reported when it
     // exits, closed follows.
-    let ev = c.run("early", &["sh", "-c", "exec 1>&-; sleep 0.3; echo done >&2"]).await;
+    let ev = c
+        .run(
+            "early",
+            &["sh", "-c", "exec 1>&-; sleep 0.3; echo done >&2"],
+        )
+        .await;
     assert_eq!(ev.stderr, b"done\n");
     assert_eq!(ev.exited.unwrap()["exitCode"], 0);
     // A child that ignores SIGTERM: terminate (SIGKILL) still ends it.
-    c.start("stubborn", &["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"]).await;
+    c.start(
+        "stubborn",
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+    )
+    .await;
     c.wait_output("stubborn", "ready").await;
-    let r = c.ok("process/signal", json!({"processId": "stubborn", "signal": "terminate"})).await;
+    let r = c
+        .ok(
+            "process/signal",
+            json!({"processId": "stubborn", "signal": "terminate"}),
+        )
+        .await;
     assert_eq!(r["delivered"], true);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!c.events("stubborn").closed, "SIGTERM was ignored");
-    c.ok("process/terminate", json!({"processId": "stubborn"})).await;
+    c.ok("process/terminate", json!({"processId": "stubborn"}))
+        .await;
     assert_eq!(c.closed("stubborn").await.exited.unwrap()["exitCode"], 137);
     // The cwd is deleted while the process runs.
     let dir = std::env::temp_dir().join(marker("gone"));
     std::fs::create_dir_all(&dir).unwrap();
-    c.start_with("cwd", &["sh", "-c", "echo start; sleep 0.5; pwd; echo end"], json!({"cwd": dir.to_str().unwrap()})).await.unwrap();
+    c.start_with(
+        "cwd",
+        &["sh", "-c", "echo start; sleep 0.5; pwd; echo end"],
+        json!({"cwd": dir.to_str().unwrap()}),
+    )
+    .await
+    .unwrap();
     c.wait_output("cwd", "start").await;
     std::fs::remove_dir_all(&dir).unwrap();
     let ev = c.closed("cwd").await;
@@ -118,5 +170,8 @@ async fn thousand_sequential_and_memory_returns_to_baseline() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kb(pid);
-    assert!(after <= baseline + 8 * 1024, "RSS {baseline} kB -> {after} kB after 1000 processes");
+    assert!(
+        after <= baseline + 8 * 1024,
+        "RSS {baseline} kB -> {after} kB after 1000 processes"
+    );
 }
