@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::AsyncWriteExt;
 
-use stockade::cli::{Cli, Command, RunArgs, ServeArgs};
+use stockade::cli::{Cli, Command, RunArgs, SandboxArgs, ServeArgs};
 use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
 use stockade::run::{RunPolicyFile, RunRequest, parse_inherit};
@@ -78,32 +78,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(c) => std::path::absolute(c)?,
         None => std::env::current_dir()?,
     };
-    let config_file = match &args.config {
-        Some(path) => ConfigFile::load(path)?,
-        None => ConfigFile::default(),
-    };
-    let mut sandbox = SandboxSettings {
+    // `run` is operated by its caller: every policy is allowed.
+    let sandbox = SandboxSettings {
         ceiling: stockade::sandbox::policy::Level::DangerFullAccess,
         ..SandboxSettings::default()
     };
-    config_file
-        .sandbox
-        .apply(&mut sandbox)
-        .map_err(anyhow::Error::msg)?;
-    args.sandbox
-        .apply(&mut sandbox)
-        .map_err(anyhow::Error::msg)?;
-    let config = ServerConfig {
-        never_inherit: config_file.env.never_inherit.clone(),
-        sandbox,
-        ..ServerConfig::default()
-    };
-    let zygote = Zygote::start().context("starting the zygote process")?;
-    stockade::process::sys::raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let config = base_config(args.config.as_deref(), &args.sandbox, sandbox)?;
+    let (zygote, runtime) = start_processes()?;
     let code = runtime.block_on(async move {
         let server = Server::new(config, zygote)?;
         let request = RunRequest {
@@ -152,37 +133,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
              (anyone who can reach it could run commands); pass --insecure-no-auth to override"
         );
     }
-    let file = match &args.config {
-        Some(path) => ConfigFile::load(path)?,
-        None => ConfigFile::default(),
-    };
-    let mut sandbox = SandboxSettings::default();
-    file.sandbox
-        .apply(&mut sandbox)
-        .map_err(anyhow::Error::msg)?;
-    args.sandbox
-        .apply(&mut sandbox)
-        .map_err(anyhow::Error::msg)?;
     let config = ServerConfig {
-        sandbox,
-        limits_default: file.limits.default.into(),
-        limits_max: file.limits.max.into(),
-        never_inherit: file.env.never_inherit.clone(),
         max_message_bytes: args.max_message_bytes,
         session_grace: Duration::from_millis(args.session_grace_ms),
         close_grace: Duration::from_millis(args.close_grace_ms),
         retain_output_bytes: args.retain_output_bytes,
         retain_exited: Duration::from_millis(args.retain_exited_ms),
-        ..ServerConfig::default()
+        ..base_config(
+            args.config.as_deref(),
+            &args.sandbox,
+            SandboxSettings::default(),
+        )?
     };
-    // Before any thread exists: the zygote must be forked from a single-threaded process.
-    let zygote = Zygote::start().context("starting the zygote process")?;
-    // After the zygote fork, so that children keep the limit the server was started with.
-    stockade::process::sys::raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let (zygote, runtime) = start_processes()?;
     runtime.block_on(async move {
         let server = Server::new(config, zygote).context("starting the spawner thread")?;
         let mut sigterm =
@@ -223,4 +186,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     // Do not wait for tokio's blocking stdin reader.
     std::process::exit(0);
+}
+
+/// The config file plus the sandbox flags (flags override the file) over `sandbox`.
+fn base_config(
+    path: Option<&std::path::Path>,
+    flags: &SandboxArgs,
+    mut sandbox: SandboxSettings,
+) -> anyhow::Result<ServerConfig> {
+    let file = match path {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    file.sandbox
+        .apply(&mut sandbox)
+        .map_err(anyhow::Error::msg)?;
+    flags.apply(&mut sandbox).map_err(anyhow::Error::msg)?;
+    Ok(ServerConfig {
+        sandbox,
+        limits_default: file.limits.default.into(),
+        limits_max: file.limits.max.into(),
+        never_inherit: file.env.never_inherit,
+        ..ServerConfig::default()
+    })
+}
+
+/// Forks the zygote (which must happen while the process is still single-threaded), then
+/// raises the fd limit (after the fork, so that children keep the limit the server was started
+/// with) and builds the runtime.
+fn start_processes() -> anyhow::Result<(Zygote, tokio::runtime::Runtime)> {
+    let zygote = Zygote::start().context("starting the zygote process")?;
+    stockade::process::sys::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    Ok((zygote, runtime))
 }

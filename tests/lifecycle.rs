@@ -22,16 +22,6 @@ async fn wait_started(m: &str, n: usize) -> Vec<i32> {
     panic!("process with marker {m} never started");
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn stdio_eof_kills_every_child_and_exits_zero() {
     let mut c = Client::new(Transport::Stdio, &[]).await;

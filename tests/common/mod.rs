@@ -449,6 +449,17 @@ pub fn pids_with_marker(marker: &str) -> Vec<i32> {
     out
 }
 
+/// Resident set size of a process in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A unique marker for finding a test's processes in /proc.
 pub fn marker(name: &str) -> String {
     format!(
