@@ -113,6 +113,30 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Starts `count` processes at once and waits until all are closed.
+    fn run_many(&mut self, prefix: &str, count: usize, argv: &[&str], extra: Value) {
+        for k in 0..count {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut params = json!({"processId": format!("{prefix}{k}"), "argv": argv, "cwd": "/tmp",
+                "env": {"PATH": "/usr/bin:/bin"}, "tty": false});
+            for (key, v) in extra.as_object().unwrap() {
+                params[key] = v.clone();
+            }
+            self.send(&json!({"id": id, "method": "process/start", "params": params}));
+        }
+        let mut closed = 0;
+        while closed < count {
+            let v: Value = serde_json::from_slice(self.recv()).unwrap();
+            assert!(v.get("error").is_none(), "{v}");
+            if v["method"] == "process/closed" {
+                closed += 1;
+            }
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -211,6 +235,67 @@ fn main() {
     let through = total as f64 / t.elapsed().as_secs_f64() / 1e6;
     assert_eq!(got, total);
 
+    // Sandbox with the private mount namespace: a workspace with an existing .git.
+    let repo = std::env::temp_dir().join(format!("stockade-bench-repo-{}", std::process::id()));
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let repo_s = repo.to_string_lossy().to_string();
+    let with_mounts = json!({"cwd": repo_s, "sandboxPolicy": {"type": "workspace-write"}});
+    let mut mnt = Vec::new();
+    for k in 0..(n / 4).max(20) {
+        let t = Instant::now();
+        s.run(&format!("mnt{k}"), &["/bin/true"], with_mounts.clone());
+        mnt.push(ms(t.elapsed()));
+    }
+    let mm = pct(&mut mnt, 0.5);
+    let _ = std::fs::remove_dir_all(&repo);
+
+    // A syscall-heavy job: plain vs unsandboxed vs sandboxed.
+    let job = ["sh", "-c", "find /usr -type f | wc -l"];
+    let reps = if quick { 3 } else { 7 };
+    let (mut fp, mut fu, mut fs_) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..reps {
+        let t = Instant::now();
+        Command::new(job[0])
+            .args(&job[1..])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        fp.push(ms(t.elapsed()));
+        let t = Instant::now();
+        s.run(&format!("fu{k}"), &job, unconfined.clone());
+        fu.push(ms(t.elapsed()));
+        let t = Instant::now();
+        s.run(
+            &format!("fs{k}"),
+            &job,
+            json!({"sandboxPolicy": {"type": "read-only"}}),
+        );
+        fs_.push(ms(t.elapsed()));
+    }
+    let (fpm, fum, fsm) = (pct(&mut fp, 0.5), pct(&mut fu, 0.5), pct(&mut fs_, 0.5));
+
+    // Concurrent spawns per second: 200 at once.
+    let burst = 200;
+    let t = Instant::now();
+    let children: Vec<_> = (0..burst)
+        .map(|_| {
+            Command::new("/bin/true")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    let plain_rate = burst as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    s.run_many("bu", burst, &["/bin/true"], unconfined.clone());
+    let sto_rate = burst as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    s.run_many("bs", burst, &["/bin/true"], confined.clone());
+    let sbx_rate = burst as f64 / t.elapsed().as_secs_f64();
+
     println!("| figure | baseline | measured | ratio |");
     println!("|---|---|---|---|");
     println!(
@@ -236,6 +321,26 @@ fn main() {
         ),
         None => println!("| bwrap | not installed | - | - |"),
     }
+    println!(
+        "| spawn sandboxed with a protected `.git` (mount namespace), median | unsandboxed {sm:.3} ms | {mm:.3} ms | {:.2} |",
+        mm / sm
+    );
+    println!(
+        "| `find /usr -type f \\| wc -l` unsandboxed, median of {reps} | plain {fpm:.0} ms | {fum:.0} ms | {:.2} |",
+        fum / fpm
+    );
+    println!(
+        "| `find /usr -type f \\| wc -l` sandboxed (read-only), median of {reps} | unsandboxed {fum:.0} ms | {fsm:.0} ms | {:.2} |",
+        fsm / fum
+    );
+    println!(
+        "| 200 concurrent `/bin/true`, unsandboxed | plain {plain_rate:.0}/s | {sto_rate:.0}/s | {:.2} |",
+        sto_rate / plain_rate
+    );
+    println!(
+        "| 200 concurrent `/bin/true`, sandboxed | unsandboxed {sto_rate:.0}/s | {sbx_rate:.0}/s | {:.2} |",
+        sbx_rate / sto_rate
+    );
     println!(
         "| stdout streaming, {} MB, unsandboxed | pipe {raw:.0} MB/s | {through:.0} MB/s | {:.2} |",
         total / 1_000_000,

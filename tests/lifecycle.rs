@@ -228,12 +228,16 @@ async fn ws_disconnect_mid_stream_keeps_retained_output_bounded() {
 }
 
 #[tokio::test]
-async fn idle_rss_and_bounded_after_2000_processes() {
+async fn idle_rss_and_bounded_after_3000_processes() {
     let c = Client::new(Transport::Stdio, &["--retain-exited-ms", "100"]).await;
     let pid = c.server.as_ref().unwrap().id().unwrap();
     let idle = rss_kb(pid);
     assert!(idle <= 15 * 1024, "idle RSS {idle} kB");
-    for round in 0..20 {
+    // Bursts of 100 concurrent processes (each with its own read buffer) raise RSS to an
+    // allocator high-water mark within a few rounds (measured: ~20 MB by 1000 processes, flat
+    // through 8000); what must not happen is growth with the number of processes.
+    let mut after_first = 0;
+    for round in 0..30 {
         let starts = (0..100).map(|i| {
             let id = format!("r{round}-{i}");
             let c = &c;
@@ -243,13 +247,18 @@ async fn idle_rss_and_bounded_after_2000_processes() {
             }
         });
         futures_util::future::join_all(starts).await;
+        if round == 9 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            after_first = rss_kb(pid);
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kb(pid);
     assert!(
-        after <= idle + 16 * 1024,
-        "RSS grew from {idle} to {after} kB"
+        after <= after_first + 8 * 1024,
+        "RSS grew from {after_first} kB (after 1000 processes) to {after} kB (after 3000)"
     );
+    assert!(after <= idle + 40 * 1024, "RSS {idle} kB idle, {after} kB after 2000 processes");
     // The table was emptied by retention: the ids are free again.
     c.start("r0-0", &["true"]).await;
 }
