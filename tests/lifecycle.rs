@@ -258,7 +258,10 @@ async fn idle_rss_and_bounded_after_3000_processes() {
         after <= after_first + 8 * 1024,
         "RSS grew from {after_first} kB (after 1000 processes) to {after} kB (after 3000)"
     );
-    assert!(after <= idle + 40 * 1024, "RSS {idle} kB idle, {after} kB after 2000 processes");
+    assert!(
+        after <= idle + 40 * 1024,
+        "RSS {idle} kB idle, {after} kB after 2000 processes"
+    );
     // The table was emptied by retention: the ids are free again.
     c.start("r0-0", &["true"]).await;
 }
