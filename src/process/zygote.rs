@@ -268,6 +268,18 @@ impl Zygote {
     }
 }
 
+/// A `msghdr` with one data buffer and a control buffer for `SCM_RIGHTS`; both buffers must
+/// outlive every use of the result.
+fn msghdr_over(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    msg
+}
+
 /// Sends one request datagram without blocking (`WouldBlock` when the queue is full).
 pub fn send_request(sock: RawFd, len: u32, fds: &[RawFd]) -> io::Result<()> {
     let data = len.to_le_bytes();
@@ -278,13 +290,9 @@ pub fn send_request(sock: RawFd, len: u32, fds: &[RawFd]) -> io::Result<()> {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
+    let msg = msghdr_over(&mut iov, &mut cbuf);
     // SAFETY: msghdr/cmsg built over live buffers of the right sizes.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -314,13 +322,9 @@ fn recv_request(sock: RawFd) -> Option<(u32, Vec<OwnedFd>)> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
+    let mut msg = msghdr_over(&mut iov, &mut cbuf);
     // SAFETY: msghdr/cmsg over live buffers; received fds are taken into OwnedFd once.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
         let n = loop {
             let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
             if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {

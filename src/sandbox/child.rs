@@ -40,24 +40,26 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, for decoding.
+    const ALL: [Stage; 13] = [
+        Stage::Fork,
+        Stage::Setsid,
+        Stage::Setpgid,
+        Stage::Dup,
+        Stage::ControllingTerminal,
+        Stage::Chdir,
+        Stage::Exec,
+        Stage::Capabilities,
+        Stage::NoNewPrivs,
+        Stage::Landlock,
+        Stage::Seccomp,
+        Stage::Rlimit,
+        Stage::Mounts,
+    ];
+
     /// Decodes the integer sent over the error pipe.
     pub fn from_raw(raw: i32) -> Option<Stage> {
-        Some(match raw {
-            1 => Stage::Fork,
-            2 => Stage::Setsid,
-            3 => Stage::Setpgid,
-            4 => Stage::Dup,
-            5 => Stage::ControllingTerminal,
-            6 => Stage::Chdir,
-            7 => Stage::Exec,
-            8 => Stage::Capabilities,
-            9 => Stage::NoNewPrivs,
-            10 => Stage::Landlock,
-            11 => Stage::Seccomp,
-            12 => Stage::Rlimit,
-            13 => Stage::Mounts,
-            _ => return None,
-        })
+        Stage::ALL.iter().copied().find(|s| *s as i32 == raw)
     }
 
     /// What the stage was doing, for error messages.
@@ -552,5 +554,20 @@ pub fn max_fd() -> i32 {
         rl.rlim_cur.min(1 << 20) as i32
     } else {
         1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_roundtrip_through_their_numbers() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::from_raw(s as i32), Some(s));
+            assert!(!s.describe().is_empty());
+        }
+        assert_eq!(Stage::from_raw(0), None);
+        assert_eq!(Stage::from_raw(14), None);
     }
 }
