@@ -237,6 +237,23 @@ pub fn build(spec: &RulesetSpec) -> io::Result<BuiltRuleset> {
     Ok(BuiltRuleset { fd, unopenable })
 }
 
+/// Confines the calling thread (and threads it creates later) with `ruleset`: sets
+/// no_new_privs on the thread, then `landlock_restrict_self`. Before Landlock ABI 8 both are
+/// per-thread, which is what the filesystem workers rely on; never call this on a thread
+/// that serves anything else.
+pub fn restrict_current_thread(ruleset: &OwnedFd) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a valid ruleset fd and no flags.
+    let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Allows one TCP port for connect (not used by the built-in policies; kept for tests of the
 /// ABI 4 path).
 #[allow(dead_code)]

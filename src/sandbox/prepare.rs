@@ -97,7 +97,9 @@ pub struct Prepared {
 /// A read-only or hidden subtree inside an allowed one: Landlock cannot express it, so it
 /// becomes a mount in a private mount namespace. Returns the mounts (kind byte + path, parents
 /// first) and what cannot be protected at all (missing paths that must not be created).
-fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
+/// The kind byte: 0 read-only, 1 hidden directory, 2 hidden file. The filesystem API uses
+/// the same list so that it refuses exactly what the mounts refuse a process.
+pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
     use std::os::unix::ffi::OsStrExt;
     let mut mounts: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut out = Vec::new();
@@ -120,6 +122,22 @@ fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
         } else {
             "hidden"
         };
+        // A mount covers its whole subtree: an entry below it that grants more cannot be
+        // honoured, and silently running with less would misreport the policy.
+        if let Some(o) = entries.iter().find(|o| {
+            o.path != e.path
+                && o.path.starts_with(&e.path)
+                && match e.access {
+                    Access::Read => o.access == Access::Write,
+                    _ => o.access != Access::None,
+                }
+        }) {
+            out.push(format!(
+                "granting access to {} inside the {what} path {} (a private mount covers the whole subtree)",
+                o.path.display(),
+                e.path.display()
+            ));
+        }
         // Follow symlinks as the kernel would: protect what the path resolves to.
         match std::fs::canonicalize(&e.path) {
             Ok(real) => {
@@ -144,15 +162,9 @@ fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
     (mounts.into_iter().map(|(_, m)| m).collect(), out)
 }
 
-/// Prepares a policy for a process in `cwd`.
-pub fn prepare(
-    policy: &SandboxPolicy,
-    host: HostSupport,
-    settings: &SandboxSettings,
-    seccomp_cache: &SeccompCache,
-    server_is_root: bool,
-) -> Result<Prepared, RpcError> {
-    // The ceiling.
+/// The operator's limits on what a client may ask for: the ceiling (-32020) and the
+/// network switch. Processes and filesystem calls share them.
+pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Result<(), RpcError> {
     if policy.level > settings.ceiling {
         return Err(RpcError::new(
             ErrorCode::PolicyNotAllowed,
@@ -169,6 +181,18 @@ pub fn prepare(
             "network access is not allowed by this server's configuration (--no-network)",
         ));
     }
+    Ok(())
+}
+
+/// Prepares a policy for a process in `cwd`.
+pub fn prepare(
+    policy: &SandboxPolicy,
+    host: HostSupport,
+    settings: &SandboxSettings,
+    seccomp_cache: &SeccompCache,
+    server_is_root: bool,
+) -> Result<Prepared, RpcError> {
+    check_allowed(policy, settings)?;
     if policy.is_unconfined() {
         return Ok(Prepared {
             report: json!({

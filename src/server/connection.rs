@@ -27,13 +27,22 @@ pub type JsonRpcMode = Arc<OnceLock<bool>>;
 
 /// Finishes an outgoing message, adding `"jsonrpc"` when the connection asked for it.
 pub fn encode_outgoing(message: OutMessage, mode: &JsonRpcMode) -> String {
-    let text = message.0;
+    let mut text = message.0;
     if mode.get().copied().unwrap_or(false) && text.starts_with('{') {
+        // In place: a large message is not copied into a second buffer.
         let sep = if text.len() > 2 { "," } else { "" };
-        format!("{{\"jsonrpc\":\"2.0\"{sep}{}", &text[1..])
-    } else {
-        text
+        text.insert_str(1, &format!("\"jsonrpc\":\"2.0\"{sep}"));
     }
+    text
+}
+
+/// A response around a result that is already JSON text, reusing its buffer (it was
+/// allocated with room for the envelope) so a large result is never copied.
+fn raw_response(id: &Value, mut result: String) -> OutMessage {
+    let head = format!("{{\"id\":{id},\"result\":");
+    result.insert_str(0, &head);
+    result.push('}');
+    OutMessage(result)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,13 +140,17 @@ pub async fn serve(
                 let server = server.clone();
                 let outbox = outbox.clone();
                 tokio::spawn(async move {
-                    let Reply { result, after_send } =
-                        methods::handle(&server, &session, &method, params).await;
-                    let msg = match result {
-                        Ok(v) => response(id, v),
-                        Err(e) => error_response(id, &e),
+                    let Reply {
+                        result,
+                        after_send,
+                        raw_result,
+                    } = methods::handle(&server, &session, &method, params).await;
+                    let msg = match (raw_result, result) {
+                        (Some(raw), _) => raw_response(&id, raw),
+                        (None, Ok(v)) => response(id, v).into(),
+                        (None, Err(e)) => error_response(id, &e).into(),
                     };
-                    let _ = outbox.send(msg.into()).await;
+                    let _ = outbox.send(msg).await;
                     if let Some(gate) = after_send {
                         let _ = gate.send(());
                     }

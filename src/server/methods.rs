@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::Server;
 use super::session::Session;
 use crate::env::{self, EnvPolicy};
+use crate::fs::FsAnswer;
 use crate::paths::parse_wire_path;
 use crate::process::pump::{Pump, PumpConfig};
 use crate::process::resolve::resolve_program;
@@ -36,6 +37,9 @@ pub struct Reply {
     pub result: Result<Value, RpcError>,
     /// Fired after the response was queued.
     pub after_send: Option<oneshot::Sender<()>>,
+    /// The result as JSON text, used instead of `result` when set (a large `fs/readFile`
+    /// result is built once, directly as text).
+    pub raw_result: Option<String>,
 }
 
 impl From<Result<Value, RpcError>> for Reply {
@@ -43,6 +47,7 @@ impl From<Result<Value, RpcError>> for Reply {
         Reply {
             result,
             after_send: None,
+            raw_result: None,
         }
     }
 }
@@ -59,8 +64,9 @@ const METHODS: &[&str] = &[
 ];
 
 /// True for methods that go through the handshake checks: the methods this server
-/// implements, and the `fs/` family (whose handshake errors PROTOCOL.md names; the ones not
-/// implemented answer -32601 after the handshake). Others get -32601 at once.
+/// implements, and the `fs/` family (whose handshake errors PROTOCOL.md names; `fs/`
+/// methods this server does not implement answer -32601 after the handshake). Others get
+/// -32601 at once.
 pub fn is_known(method: &str) -> bool {
     METHODS.contains(&method) || method.starts_with("fs/")
 }
@@ -100,6 +106,20 @@ pub async fn handle(
         "process/terminate" => terminate(session, params).into(),
         "process/signal" => signal(session, params).into(),
         "process/resize" => resize(session, params).into(),
+        m if m.starts_with("fs/") => match server.fs.handle(m, params).await {
+            Some(Ok(FsAnswer::Value(v))) => Ok(v).into(),
+            Some(Ok(FsAnswer::Raw(text))) => Reply {
+                result: Ok(Value::Null),
+                after_send: None,
+                raw_result: Some(text),
+            },
+            Some(Err(e)) => Err(e).into(),
+            None => Err(RpcError::new(
+                ErrorCode::MethodNotFound,
+                format!("method not found: {method}"),
+            ))
+            .into(),
+        },
         _ => Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!("method not found: {method}"),
@@ -160,10 +180,12 @@ async fn start(server: &Arc<Server>, session: &Arc<Session>, params: Value) -> R
         Ok((v, gate)) => Reply {
             result: Ok(v),
             after_send: Some(gate),
+            raw_result: None,
         },
         Err(e) => Reply {
             result: Err(e),
             after_send: None,
+            raw_result: None,
         },
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
 use crate::env::ServerEnv;
+use crate::fs::FsService;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
 use crate::sandbox::policy::Level;
@@ -52,6 +53,8 @@ pub struct Server {
     pub seccomp: SeccompCache,
     /// The server runs as root (children then get no capabilities at all).
     pub is_root: bool,
+    /// The filesystem methods and their confined workers.
+    pub fs: FsService,
 }
 
 impl Server {
@@ -82,12 +85,15 @@ impl Server {
         .collect();
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
+        let env = ServerEnv::capture();
+        let fs = FsService::new(config.sandbox.clone(), host_support, env.vars().clone());
         Ok(Arc::new(Server {
+            fs,
             config,
             spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),
             host,
-            env: ServerEnv::capture(),
+            env,
             host_support,
             seccomp,
             is_root,
