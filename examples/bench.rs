@@ -21,13 +21,19 @@ impl Server {
     fn start(args: &[&str]) -> Server {
         let bin =
             std::env::var("STOCKADE_BIN").unwrap_or_else(|_| "target/release/stockade".into());
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").args(args);
+        Server::start_cmd(cmd)
+    }
+
+    /// Any executor that speaks the protocol on stdio (stockade, or the reference).
+    fn start_cmd(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("start stockade");
+            .expect("start the executor");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::with_capacity(1 << 20, child.stdout.take().unwrap());
         let mut s = Server {
@@ -72,7 +78,7 @@ impl Server {
     fn run(&mut self, pid: &str, argv: &[&str], extra: Value) -> usize {
         let id = self.next_id;
         self.next_id += 1;
-        let mut params = json!({"processId": pid, "argv": argv, "cwd": "/tmp",
+        let mut params = json!({"processId": pid, "argv": argv, "cwd": "file:///tmp",
             "env": {"PATH": "/usr/bin:/bin"}, "tty": false});
         for (k, v) in extra.as_object().unwrap() {
             params[k] = v.clone();
@@ -296,6 +302,154 @@ fn main() {
     s.run_many("bs", burst, &["/bin/true"], confined.clone());
     let sbx_rate = burst as f64 / t.elapsed().as_secs_f64();
 
+    // The reference Codex executor (scripts/compat-codex installs it), when present.
+    let codex = std::env::var("CODEX_BIN").ok().or_else(|| {
+        let p = std::env::temp_dir().join("stockade-codex-ref/node_modules/.bin/codex");
+        p.exists().then(|| p.to_string_lossy().into_owned())
+    });
+    let codex_median = codex.map(|bin| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["exec-server", "--listen", "stdio"]);
+        let mut r = Server::start_cmd(cmd);
+        let mut xs = Vec::new();
+        for k in 0..(n / 4).max(20) {
+            let t = Instant::now();
+            r.run(&format!("c{k}"), &["/bin/true"], json!({}));
+            xs.push(ms(t.elapsed()));
+        }
+        pct(&mut xs, 0.5)
+    });
+
+    // Filesystem API: 4 KiB read and write, with a policy vs. without (danger-full-access).
+    let dir = std::env::temp_dir().join(format!("stockade-bench-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let small = dir.join("small");
+    let large = dir.join("large");
+    std::fs::write(&small, vec![b'x'; 4096]).unwrap();
+    std::fs::write(&large, vec![b'y'; 1 << 20]).unwrap();
+    let (small_s, large_s) = (small.to_str().unwrap(), large.to_str().unwrap());
+    let policy = json!({"sandboxPolicy": {"type": "workspace-write"},
+                        "sandboxCwd": dir.to_str().unwrap()});
+    let none = json!({"sandboxPolicy": {"type": "danger-full-access"}});
+    let data4k = base64::engine::general_purpose::STANDARD.encode(vec![b'z'; 4096]);
+    let merged = |base: &Value, extra: Value| {
+        let mut p = extra;
+        for (k, v) in base.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    };
+    let (mut rd0, mut rd1, mut wr0, mut wr1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for k in 0..n + 50 {
+        let mut time = |params: Value, method: &str, into: &mut Vec<f64>| {
+            let t = Instant::now();
+            s.call(method, params);
+            if k >= 50 {
+                into.push(ms(t.elapsed()));
+            }
+        };
+        time(
+            merged(&none, json!({"path": small_s})),
+            "fs/readFile",
+            &mut rd0,
+        );
+        time(
+            merged(&policy, json!({"path": small_s})),
+            "fs/readFile",
+            &mut rd1,
+        );
+        let w = json!({"path": dir.join("w").to_str().unwrap(), "dataBase64": data4k});
+        time(merged(&none, w.clone()), "fs/writeFile", &mut wr0);
+        time(merged(&policy, w), "fs/writeFile", &mut wr1);
+    }
+    let (rd0m, rd1m) = (pct(&mut rd0, 0.5), pct(&mut rd1, 0.5));
+    let (wr0m, wr1m) = (pct(&mut wr0, 0.5), pct(&mut wr1, 0.5));
+    let reps_1m = if quick { 20 } else { 100 };
+    let t = Instant::now();
+    for _ in 0..reps_1m {
+        std::hint::black_box(std::fs::read(&large).unwrap());
+    }
+    let plain_1m = reps_1m as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..reps_1m {
+        let r = s.call("fs/readFile", merged(&policy, json!({"path": large_s})));
+        let text = r["dataBase64"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap();
+        assert_eq!(bytes.len(), 1 << 20);
+    }
+    let api_1m = reps_1m as f64 / t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // `git status` on a large tree: plain vs. unsandboxed vs. sandboxed (workspace-write,
+    // which makes .git read-only through the mount namespace).
+    let git = Command::new("git").arg("--version").output().is_ok();
+    let git_row = git.then(|| {
+        let files = if quick { 5_000 } else { 20_000 };
+        let repo = std::env::temp_dir().join(format!("stockade-bench-git-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&repo);
+        for i in 0..files {
+            let d = repo.join(format!("d{}", i / 100));
+            if i % 100 == 0 {
+                std::fs::create_dir_all(&d).unwrap();
+            }
+            std::fs::write(d.join(format!("f{i}")), format!("{i}\n")).unwrap();
+        }
+        let git_in = |args: &[&str]| {
+            let st = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["-c", "user.name=b", "-c", "user.email=b@b"])
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "git {args:?}");
+        };
+        git_in(&["init", "-q"]);
+        git_in(&["add", "-A"]);
+        git_in(&["commit", "-q", "-m", "bench"]);
+        let repo_s = repo.to_str().unwrap().to_string();
+        let env = json!({"PATH": "/usr/bin:/bin", "GIT_OPTIONAL_LOCKS": "0"});
+        let job = ["git", "status", "--porcelain"];
+        let (mut gp, mut gu, mut gs) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..(if quick { 5 } else { 15 }) {
+            let t = Instant::now();
+            Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["status", "--porcelain"])
+                .env("GIT_OPTIONAL_LOCKS", "0")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            gp.push(ms(t.elapsed()));
+            let t = Instant::now();
+            s.run(
+                &format!("gu{k}"),
+                &job,
+                json!({"cwd": repo_s, "env": env, "sandboxPolicy": {"type": "danger-full-access"}}),
+            );
+            gu.push(ms(t.elapsed()));
+            let t = Instant::now();
+            s.run(
+                &format!("gs{k}"),
+                &job,
+                json!({"cwd": repo_s, "env": env, "sandboxPolicy": {"type": "workspace-write"}}),
+            );
+            gs.push(ms(t.elapsed()));
+        }
+        let _ = std::fs::remove_dir_all(&repo);
+        (
+            files,
+            pct(&mut gp, 0.5),
+            pct(&mut gu, 0.5),
+            pct(&mut gs, 0.5),
+        )
+    });
+
     println!("| figure | baseline | measured | ratio |");
     println!("|---|---|---|---|");
     println!(
@@ -345,5 +499,41 @@ fn main() {
         "| stdout streaming, {} MB, unsandboxed | pipe {raw:.0} MB/s | {through:.0} MB/s | {:.2} |",
         total / 1_000_000,
         through / raw
+    );
+    match codex_median {
+        Some(c) => println!(
+            "| reference `codex exec-server` (0.169.0) spawn `/bin/true`, median | stockade unsandboxed {sm:.3} ms | {c:.3} ms | {:.2} |",
+            c / sm
+        ),
+        None => println!(
+            "| reference `codex exec-server` | not installed (run scripts/compat-codex once) | - | - |"
+        ),
+    }
+    match git_row {
+        Some((files, gpm, gum, gsm)) => {
+            println!(
+                "| `git status` on {files} files, unsandboxed, median | plain {gpm:.1} ms | {gum:.1} ms | {:.2} |",
+                gum / gpm
+            );
+            println!(
+                "| `git status` on {files} files, sandboxed (workspace-write, .git read-only), median | unsandboxed {gum:.1} ms | {gsm:.1} ms | {:.2} |",
+                gsm / gum
+            );
+        }
+        None => println!("| `git status` | git not installed | - | - |"),
+    }
+    println!(
+        "| `fs/readFile` 4 KiB, median (n={n}) | no policy {rd0m:.3} ms | workspace-write {rd1m:.3} ms | {:.2} |",
+        rd1m / rd0m
+    );
+    println!(
+        "| `fs/writeFile` 4 KiB, median (n={n}) | no policy {wr0m:.3} ms | workspace-write {wr1m:.3} ms | {:.2} |",
+        wr1m / wr0m
+    );
+    println!(
+        "| `fs/readFile` 1 MiB with a policy, decoded by the client | `std::fs::read` {:.0} MB/s | {:.0} MB/s | {:.2} |",
+        plain_1m * 1.048576,
+        api_1m * 1.048576,
+        api_1m / plain_1m
     );
 }
