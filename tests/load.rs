@@ -25,8 +25,25 @@ async fn stalled_client_is_back_pressured_and_others_keep_working() {
     ws.send(Message::text(r#"{"method":"initialized"}"#))
         .await
         .unwrap();
-    ws.send(Message::text(r#"{"id":2,"method":"process/start","params":{"processId":"flood","argv":["head","-c","1000000000","/dev/zero"],"cwd":"/tmp","env":{"PATH":"/usr/bin:/bin"},"tty":false}}"#)).await.unwrap();
+    // 1 GB (the odd count marks the process in /proc).
+    ws.send(Message::text(r#"{"id":2,"method":"process/start","params":{"processId":"flood","argv":["head","-c","1000000007","/dev/zero"],"cwd":"/tmp","env":{"PATH":"/usr/bin:/bin"},"tty":false}}"#)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The child is back-pressured: alive, and not writing (its pipe is full).
+    let flood = pids_with_marker("1000000007");
+    assert_eq!(flood.len(), 1, "the flooding child: {flood:?}");
+    let written = |pid: i32| -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("wchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let w1 = written(flood[0]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let w2 = written(flood[0]);
+    assert_eq!(w1, w2, "the child kept writing while nobody read");
+    assert!(w1 < 200_000_000, "{w1} bytes written: no back-pressure");
     let rss = rss_kb(pid);
     assert!(
         rss < 96 * 1024,
