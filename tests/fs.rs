@@ -1113,3 +1113,104 @@ async fn workers_are_confined_by_landlock_itself() {
     // The calling thread itself is not confined.
     std::fs::write(&outside, "x").unwrap();
 }
+
+/// A write that fails part-way leaves the old file complete (PROTOCOL.md 8 via the issue:
+/// "a failed write does not leave a truncated file where a complete one was").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_keeps_the_old_file() {
+    let s = Scratch::new("fsatomic");
+    // The server runs with a 1 MiB file size limit (and SIGXFSZ ignored, so writes beyond it
+    // fail with EFBIG instead of killing it).
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.arg("serve");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut c = Client::stdio_cmd(cmd).await;
+    c.initialize().await;
+    let pol = ws_write(&s);
+    let file = s.ws().join("doc.txt");
+    let old = b"the complete old content\n".repeat(100);
+    std::fs::write(&file, &old).unwrap();
+    let big = vec![b'n'; 3 << 20];
+    let (code, msg) = err(c
+        .call(
+            "fs/writeFile",
+            with(
+                &pol,
+                json!({"path": file.to_str().unwrap(), "dataBase64": b64(&big)}),
+            ),
+        )
+        .await);
+    assert_eq!(
+        (code, msg.as_str()),
+        (-32603, "File too large (os error 27)")
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        old,
+        "the old file was damaged"
+    );
+    let names: Vec<_> = std::fs::read_dir(s.ws())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["doc.txt"], "a temporary file was left behind");
+    // A write within the limit succeeds.
+    c.ok(
+        "fs/writeFile",
+        with(
+            &pol,
+            json!({"path": file.to_str().unwrap(), "dataBase64": b64(b"new")}),
+        ),
+    )
+    .await;
+    assert_eq!(std::fs::read(&file).unwrap(), b"new");
+}
+
+/// Fail closed: a host whose Landlock cannot enforce the policy refuses fs calls (-32021),
+/// unless degradation is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_calls_fail_closed_without_landlock() {
+    let s = Scratch::new("fsabi");
+    std::fs::write(s.ws().join("f"), "f").unwrap();
+    let path = s.ws().join("f").to_str().unwrap().to_string();
+    let mut c = Client::stdio(&["--landlock-abi", "0"]).await;
+    c.initialize().await;
+    let (code, msg) = err(c
+        .call("fs/readFile", with(&ws_write(&s), json!({"path": path})))
+        .await);
+    assert_eq!(code, -32021, "{msg}");
+    assert!(msg.contains("Landlock"), "{msg}");
+    let mut c = Client::stdio(&["--landlock-abi", "2"]).await;
+    c.initialize().await;
+    let (code, msg) = err(c
+        .call("fs/readFile", with(&ws_write(&s), json!({"path": path})))
+        .await);
+    assert_eq!(code, -32021, "{msg}");
+    assert!(msg.contains("ABI 3"), "{msg}");
+    // Allowed degradation: the guard alone decides, and still refuses what the policy forbids.
+    let mut c = Client::stdio(&["--landlock-abi", "0", "--allow-degraded"]).await;
+    c.initialize().await;
+    c.ok("fs/readFile", with(&ws_write(&s), json!({"path": path})))
+        .await;
+    let outside = s.outside().join("x").to_str().unwrap().to_string();
+    assert_eq!(
+        err(c
+            .call(
+                "fs/writeFile",
+                with(&ws_write(&s), json!({"path": outside, "dataBase64": ""}))
+            )
+            .await),
+        denied("write", &outside)
+    );
+}

@@ -2,6 +2,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stockade::protocol::envelope::{Incoming, decode};
+use stockade::protocol::fs::{CopyParams, CreateDirectoryParams, PathParams, RemoveParams, WriteFileParams};
 use stockade::protocol::process::{ReadParams, ResizeParams, SignalParams, StartParams, WriteParams};
 use stockade::server::methods::parse_params;
 
@@ -12,6 +13,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_params::<ReadParams>(params.clone());
         let _ = parse_params::<WriteParams>(params.clone());
         let _ = parse_params::<SignalParams>(params.clone());
-        let _ = parse_params::<ResizeParams>(params);
+        let _ = parse_params::<ResizeParams>(params.clone());
+        let _ = parse_params::<PathParams>(params.clone());
+        let _ = parse_params::<WriteFileParams>(params.clone());
+        let _ = parse_params::<CreateDirectoryParams>(params.clone());
+        let _ = parse_params::<RemoveParams>(params.clone());
+        let _ = parse_params::<CopyParams>(params);
     }
 });

@@ -185,8 +185,20 @@ pub fn write_file(guard: &Guard, path: &Path, data: &[u8]) -> Result<(), FsError
     r
 }
 
-/// `fs/createDirectory`.
+/// `path` without trailing slashes (`/` stays `/`). For the methods that act on a name
+/// rather than open it (`mkdir`, remove): `dir/` names `dir`, and `link/` the link itself.
+fn without_trailing_slash(path: &Path) -> &Path {
+    let b = path.as_os_str().as_bytes();
+    let end = b
+        .iter()
+        .rposition(|c| *c != b'/')
+        .map_or(1.min(b.len()), |i| i + 1);
+    Path::new(OsStr::from_bytes(&b[..end]))
+}
+
+/// `fs/createDirectory`. A trailing `/` is allowed, as for `mkdir`.
 pub fn create_directory(guard: &Guard, path: &Path, recursive: bool) -> Result<(), FsError> {
+    let path = without_trailing_slash(path);
     let loc = match locate(path, false, guard, Need::Write) {
         Err(FsError::Io(Errno::ENOENT)) if recursive => {
             // A missing parent: create it first, then this one.
@@ -216,8 +228,9 @@ pub fn create_directory(guard: &Guard, path: &Path, recursive: bool) -> Result<(
     Ok(())
 }
 
-/// `fs/remove`: never follows a final symlink.
+/// `fs/remove`: never follows a final symlink (not even written as `link/`).
 pub fn remove(guard: &Guard, path: &Path, recursive: bool, force: bool) -> Result<(), FsError> {
+    let path = without_trailing_slash(path);
     let loc = match locate(path, false, guard, Need::Write) {
         Err(FsError::Io(Errno::ENOENT)) if force => return Ok(()),
         other => other?,

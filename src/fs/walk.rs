@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, readlinkat};
@@ -93,10 +93,10 @@ pub fn locate(
         path: path.to_path_buf(),
     };
     loop {
-        // Treat a final `..` or `.` as "this directory": re-locate it by its own name.
-        while pending.front().is_some_and(|c| c == "..") {
-            pending.pop_front();
-            if dir_path.pop() {
+        // `.` stays, `..` goes to the physical parent; a path that ends on either names the
+        // directory we are in (re-located below by its own name).
+        while pending.front().is_some_and(|c| c == "." || c == "..") {
+            if pending.pop_front().is_some_and(|c| c == "..") && dir_path.pop() {
                 dir = openat(
                     &dir,
                     OsStr::new(".."),
@@ -163,17 +163,19 @@ pub fn locate(
 }
 
 /// Adds the components of `path` to the front (`front`: a symlink target spliced in before
-/// what remains) or the back of the queue. `.` is dropped; `..` is kept for the kernel's
-/// physical semantics.
+/// what remains) or the back of the queue. Split by hand, not with `Path::components`, which
+/// drops inner `.` and a trailing `/`: for the kernel `file/.` and `file/` require `file` to
+/// be a directory, so both are kept as a `.` component.
 fn push_components(pending: &mut VecDeque<OsString>, path: &Path, front: bool) {
-    let comps: Vec<OsString> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
+    let bytes = path.as_os_str().as_bytes();
+    let mut comps: Vec<OsString> = bytes
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(|c| OsStr::from_bytes(c).to_os_string())
         .collect();
+    if bytes.len() > 1 && bytes.ends_with(b"/") && !comps.is_empty() {
+        comps.push(OsString::from("."));
+    }
     if front {
         for c in comps.into_iter().rev() {
             pending.push_front(c);
@@ -269,6 +271,21 @@ mod tests {
             locate(&base.join("a/missing/x"), true, &g, Need::Read),
             Err(FsError::Io(Errno::ENOENT))
         ));
+        // `file/.` and `file/` need `file` to be a directory, as for the kernel.
+        for p in ["a/b/f/.", "a/b/f/"] {
+            let mut s = base.as_os_str().to_os_string();
+            s.push("/");
+            s.push(p);
+            assert!(
+                matches!(
+                    locate(Path::new(&s), true, &g, Need::Read),
+                    Err(FsError::Io(Errno::ENOTDIR))
+                ),
+                "{p}"
+            );
+        }
+        let loc = locate(&base.join("l/."), true, &g, Need::Read).unwrap();
+        assert_eq!(loc.real(), base.join("a/b"));
         let loc = locate(Path::new("/"), true, &g, Need::Read).unwrap();
         assert_eq!(loc.real(), PathBuf::from("/"));
         std::fs::remove_dir_all(&base).unwrap();
