@@ -13,39 +13,15 @@ use serde_json::{Value, json};
 
 const PY: &str = "/usr/bin/python3";
 
-/// A scratch tree: `ws/` (the writable workspace) and `outside/` (readable, not writable).
-struct Scratch {
-    root: PathBuf,
+/// The common scratch tree (`ws/` writable, `outside/` readable), with a secret outside.
+fn scratch(tag: &str) -> Scratch {
+    let s = Scratch::new(tag);
+    std::fs::write(s.outside().join("secret"), "outside\n").unwrap();
+    s
 }
 
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let root = std::env::temp_dir().join(marker(tag));
-        std::fs::create_dir_all(root.join("ws")).unwrap();
-        std::fs::create_dir_all(root.join("outside")).unwrap();
-        std::fs::write(root.join("outside/secret"), "outside\n").unwrap();
-        let root = root.canonicalize().unwrap();
-        Scratch { root }
-    }
-    fn ws(&self) -> PathBuf {
-        self.root.join("ws")
-    }
-    fn outside(&self) -> PathBuf {
-        self.root.join("outside")
-    }
-    fn p(&self, rel: &str) -> String {
-        self.root.join(rel).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chmod")
-            .args(["-R", "u+rwX"])
-            .arg(&self.root)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+fn rel(s: &Scratch, rel: &str) -> String {
+    s.root.join(rel).to_str().unwrap().to_string()
 }
 
 /// workspace-write on `ws` only (no /tmp, no $TMPDIR); reads everywhere.
@@ -93,7 +69,7 @@ const ENOENT: &str = "No such file or directory (os error 2)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_happy_path_and_errors() {
-    let s = Scratch::new("fsbasic");
+    let s = scratch("fsbasic");
     let c = client().await;
     let pol = ws_write(&s);
     let ws = s.ws();
@@ -403,7 +379,7 @@ fn nix_mkfifo(p: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_policy_and_ceiling_apply() {
-    let s = Scratch::new("fsdefault");
+    let s = scratch("fsdefault");
     // The server's default policy is workspace-write rooted at its working directory.
     let mut cmd = tokio::process::Command::new(bin());
     cmd.arg("serve").current_dir(s.ws());
@@ -411,7 +387,7 @@ async fn default_policy_and_ceiling_apply() {
     c.initialize().await;
     c.ok(
         "fs/writeFile",
-        json!({"path": s.p("ws/in"), "dataBase64": b64(b"1")}),
+        json!({"path": rel(&s, "ws/in"), "dataBase64": b64(b"1")}),
     )
     .await;
     // Outside the server's cwd and /tmp (which the default policy also makes writable).
@@ -429,7 +405,7 @@ async fn default_policy_and_ceiling_apply() {
     let (code, msg) = err(c
         .call(
             "fs/readFile",
-            json!({"path": s.p("ws/in"), "sandboxPolicy": {"type": "danger-full-access"}}),
+            json!({"path": rel(&s, "ws/in"), "sandboxPolicy": {"type": "danger-full-access"}}),
         )
         .await);
     assert_eq!(code, -32020, "{msg}");
@@ -438,7 +414,7 @@ async fn default_policy_and_ceiling_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symlink_escapes_are_denied_for_every_method() {
-    let s = Scratch::new("fsescape");
+    let s = scratch("fsescape");
     let c = client().await;
     let ws = s.ws();
     // A link inside the workspace to outside; a parent-component link; `link/../`.
@@ -586,7 +562,7 @@ async fn symlink_escapes_are_denied_for_every_method() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_paths_follow_the_process_rules() {
-    let s = Scratch::new("fsprotect");
+    let s = scratch("fsprotect");
     let c = client().await;
     let ws = s.ws();
     std::fs::create_dir_all(ws.join(".git")).unwrap();
@@ -664,7 +640,7 @@ async fn protected_paths_follow_the_process_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_a_directory_for_a_symlink_never_writes_outside() {
-    let s = Scratch::new("fsrace");
+    let s = scratch("fsrace");
     let c = std::sync::Arc::new(client().await);
     let ws = s.ws();
     let pol = ws_write(&s);
@@ -721,7 +697,7 @@ async fn swapping_a_directory_for_a_symlink_never_writes_outside() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_files_are_read_once_and_limited() {
-    let s = Scratch::new("fslarge");
+    let s = scratch("fslarge");
     let c = client().await;
     let pol = ws_write(&s);
     let ws = s.ws();
@@ -745,14 +721,14 @@ async fn large_files_are_read_once_and_limited() {
     let f = std::fs::File::create(ws.join("mid")).unwrap();
     f.set_len(size as u64).unwrap();
     let pid = c.server.as_ref().unwrap().id().unwrap();
-    let before = hwm_kb(pid);
+    let before = proc_status_kb(pid, "VmHWM");
     let r = c
         .ok(
             "fs/readFile",
             with(&pol, json!({"path": ws.join("mid").to_str().unwrap()})),
         )
         .await;
-    let grown_mb = (hwm_kb(pid) - before) / 1024;
+    let grown_mb = (proc_status_kb(pid, "VmHWM") - before) / 1024;
     let text = r["dataBase64"].as_str().unwrap();
     assert_eq!(text.len(), size.div_ceil(3) * 4);
     assert!(text.starts_with("AAAA") && text.ends_with("AAAA"));
@@ -761,16 +737,6 @@ async fn large_files_are_read_once_and_limited() {
         grown_mb < b64_mb * 3 / 2,
         "peak memory grew by {grown_mb} MiB for a {b64_mb} MiB response"
     );
-}
-
-fn hwm_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1081,7 +1047,7 @@ async fn parity_with_a_real_process_under_the_same_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_are_confined_by_landlock_itself() {
     use stockade::sandbox::policy::{Context, from_sandbox_policy};
-    let s = Scratch::new("fskernel");
+    let s = scratch("fskernel");
     let policy = from_sandbox_policy(
         &json!({"type": "workspace-write", "exclude_slash_tmp": true,
                 "exclude_tmpdir_env_var": true}),
@@ -1118,7 +1084,7 @@ async fn workers_are_confined_by_landlock_itself() {
 /// "a failed write does not leave a truncated file where a complete one was").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_keeps_the_old_file() {
-    let s = Scratch::new("fsatomic");
+    let s = scratch("fsatomic");
     // The server runs with a 1 MiB file size limit (and SIGXFSZ ignored, so writes beyond it
     // fail with EFBIG instead of killing it).
     let mut cmd = tokio::process::Command::new(bin());
@@ -1181,7 +1147,7 @@ async fn a_failed_write_keeps_the_old_file() {
 /// unless degradation is allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_calls_fail_closed_without_landlock() {
-    let s = Scratch::new("fsabi");
+    let s = scratch("fsabi");
     std::fs::write(s.ws().join("f"), "f").unwrap();
     let path = s.ws().join("f").to_str().unwrap().to_string();
     let mut c = Client::stdio(&["--landlock-abi", "0"]).await;

@@ -12,36 +12,12 @@ use serde_json::{Value, json};
 
 const PY: &str = "/usr/bin/python3";
 
-/// A scratch directory with a workspace `ws/` and a sibling `outside/` (with a file).
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let root = std::env::temp_dir().join(marker(tag));
-        std::fs::create_dir_all(root.join("ws")).unwrap();
-        std::fs::create_dir_all(root.join("outside")).unwrap();
-        std::fs::write(root.join("outside/file"), "outside\n").unwrap();
-        std::fs::write(root.join("ws/existing"), "ws\n").unwrap();
-        Scratch { root }
-    }
-    fn ws(&self) -> PathBuf {
-        self.root.join("ws")
-    }
-    fn outside(&self) -> PathBuf {
-        self.root.join("outside")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chmod")
-            .args(["-R", "u+rwX"])
-            .arg(&self.root)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+/// The common scratch tree, with a file outside and one in the workspace.
+fn scratch(tag: &str) -> Scratch {
+    let s = Scratch::new(tag);
+    std::fs::write(s.outside().join("file"), "outside\n").unwrap();
+    std::fs::write(s.ws().join("existing"), "ws\n").unwrap();
+    s
 }
 
 /// workspace-write with only the workspace writable (no /tmp, no $TMPDIR).
@@ -129,7 +105,7 @@ async fn shell(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_reads_everywhere_and_writes_nowhere() {
-    let s = Scratch::new("ro");
+    let s = scratch("ro");
     let c = Client::new(Transport::Stdio, &[]).await;
     let r = probe(
         &c,
@@ -158,7 +134,7 @@ t("dev_null", lambda: open("/dev/null", "w").write("x"))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workspace_write_inside_only() {
-    let s = Scratch::new("ww");
+    let s = scratch("ww");
     let c = Client::new(Transport::Stdio, &[]).await;
     let out = s.outside();
     let code = format!(
@@ -223,7 +199,7 @@ t("dotdot_escape", lambda: open("link_to_outside/../outside/new2", "w"))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_dir_is_read_only_and_git_still_works() {
-    let s = Scratch::new("git");
+    let s = scratch("git");
     let ws = s.ws();
     let git = |args: &[&str]| {
         let st = std::process::Command::new("/usr/bin/git")
@@ -302,7 +278,7 @@ t("ws_write", lambda: open("file2", "w").write("x"))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_blocked_and_allowed() {
-    let s = Scratch::new("net");
+    let s = scratch("net");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let unix_path = s.root.join("sock");
@@ -360,7 +336,7 @@ t("socketpair", pair)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_and_kernel_are_out_of_reach() {
-    let s = Scratch::new("hard");
+    let s = scratch("hard");
     let c = Client::new(Transport::Stdio, &[]).await;
     let server = c.server.as_ref().unwrap().id().unwrap();
     let code = format!(
@@ -429,7 +405,7 @@ print("fds=" + ",".join(sorted(os.listdir("/proc/self/fd"))))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_injection_is_refused() {
-    let s = Scratch::new("tty");
+    let s = scratch("tty");
     let c = Client::new(Transport::Stdio, &[]).await;
     let script = r#"import fcntl, termios, errno
 try:
@@ -455,7 +431,7 @@ print("winsize=" + ("OK" if os.get_terminal_size(0).columns == 80 else "BAD"))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tools_work_under_workspace_write() {
-    let s = Scratch::new("tools");
+    let s = scratch("tools");
     let c = Client::new(Transport::Stdio, &[]).await;
     let (code, out, err) = shell(
         &c,
@@ -474,7 +450,7 @@ async fn real_tools_work_under_workspace_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn degraded_hosts_fail_closed_unless_allowed() {
-    let s = Scratch::new("deg");
+    let s = scratch("deg");
     let cwd = s.ws();
     let params = json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": ws_policy(false)});
     let c = Client::new(Transport::Stdio, &["--landlock-abi", "2"]).await;
@@ -539,7 +515,7 @@ async fn degraded_hosts_fail_closed_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceiling_and_default_policy() {
-    let s = Scratch::new("ceil");
+    let s = scratch("ceil");
     let cwd = s.ws();
     let c = Client::new(
         Transport::Stdio,
@@ -591,7 +567,7 @@ async fn ceiling_and_default_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_denied_is_reported() {
-    let s = Scratch::new("denied");
+    let s = scratch("denied");
     let c = Client::new(Transport::Stdio, &[]).await;
     let script = format!("echo x > {}/nope", s.outside().display());
     c.start_with(

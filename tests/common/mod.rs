@@ -449,15 +449,52 @@ pub fn pids_with_marker(marker: &str) -> Vec<i32> {
     out
 }
 
-/// Resident set size of a process in kB.
-pub fn rss_kb(pid: u32) -> u64 {
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Resident set size of a process in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmRSS")
+}
+
+/// A scratch directory with a workspace `ws/` and a sibling `outside/` (removed on drop,
+/// whatever modes a test left behind).
+pub struct Scratch {
+    pub root: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let root = std::env::temp_dir().join(marker(tag));
+        std::fs::create_dir_all(root.join("ws")).unwrap();
+        std::fs::create_dir_all(root.join("outside")).unwrap();
+        let root = root.canonicalize().unwrap();
+        Scratch { root }
+    }
+    pub fn ws(&self) -> std::path::PathBuf {
+        self.root.join("ws")
+    }
+    pub fn outside(&self) -> std::path::PathBuf {
+        self.root.join("outside")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+rwX"])
+            .arg(&self.root)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 /// A unique marker for finding a test's processes in /proc.
