@@ -284,6 +284,23 @@ async fn every_method_happy_path_and_errors() {
             .await),
         (-32600, "fs/copy only supports regular files, directories, and symlinks".into())
     );
+    // A FIFO nobody reads: the write fails at once instead of blocking a worker; reading one
+    // is refused.
+    assert_eq!(
+        err(c
+            .call(
+                "fs/writeFile",
+                with(&pol, json!({"path": w("src/fifo"), "dataBase64": "eA=="}))
+            )
+            .await),
+        (-32603, "No such device or address (os error 6)".into())
+    );
+    assert_eq!(
+        err(c
+            .call("fs/readFile", with(&pol, json!({"path": w("src/fifo")})))
+            .await),
+        (-32600, format!("path `{}` is not a file", w("src/fifo")))
+    );
     c.ok(
         "fs/copy",
         with(

@@ -72,7 +72,9 @@ pub fn read_file(guard: &Guard, path: &Path, headroom: usize) -> Result<String, 
             "file is too large to read: limit is {READ_FILE_LIMIT} bytes"
         ))
     };
-    let mut file = File::from(open_located(&loc, OFlag::O_RDONLY)?);
+    // Non-blocking, so that a character device with nothing to read ends the read instead
+    // of holding a worker thread (regular files ignore the flag).
+    let mut file = File::from(open_located(&loc, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?);
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size > READ_FILE_LIMIT {
         return Err(too_large());
@@ -91,6 +93,7 @@ pub fn read_file(guard: &Guard, path: &Path, headroom: usize) -> Result<String, 
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(FsError::from_io(e)),
             }
         }
@@ -139,7 +142,10 @@ pub fn write_file(guard: &Guard, path: &Path, data: &[u8]) -> Result<(), FsError
         Some(SFlag::S_IFDIR) => return Err(Errno::EISDIR.into()),
         Some(SFlag::S_IFREG) | None => {}
         Some(_) => {
-            let fd = open_in(&loc.dir, &name, OFlag::O_WRONLY | OFlag::O_TRUNC, 0)?;
+            // Non-blocking: a FIFO without a reader (or a device that would block) must fail
+            // at once rather than hold a worker thread forever.
+            let flags = OFlag::O_WRONLY | OFlag::O_TRUNC | OFlag::O_NONBLOCK;
+            let fd = open_in(&loc.dir, &name, flags, 0)?;
             return write_all(fd, data);
         }
     }
