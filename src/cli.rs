@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the JSON-RPC protocol on stdio or WebSocket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one command through the same code path, forwarding stdio and the exit status.
     Run(Box<RunArgs>),
     /// Print what this host can enforce (Landlock ABI, seccomp, namespaces, each policy).
@@ -168,6 +168,14 @@ pub struct ServeArgs {
     /// Server config file (TOML; unknown keys are an error). See `policies/server-*.toml`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+
+    /// A cgroup v2 directory delegated to stockade (writable, e.g. from systemd's
+    /// `Delegate=yes`): every process then runs in its own group there, so `memoryBytes` and
+    /// `maxProcesses` bound its whole tree (when the memory and pids controllers can be
+    /// enabled), `process/terminate` uses `cgroup.kill`, and usage covers the tree.
+    /// Overrides `[limits] cgroup_root`.
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
 
     #[command(flatten)]
     pub sandbox: SandboxArgs,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use std::path::PathBuf;
+
 use crate::protocol::process::Limits;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::SandboxSettings;
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     pub limits_default: Limits,
     /// Largest limits a request may ask for (above: -32020).
     pub limits_max: Limits,
+    /// Delegated cgroup v2 directory for per-process groups (`[limits] cgroup_root`).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             sandbox: SandboxSettings::default(),
             limits_default: Limits::default(),
             limits_max: Limits::default(),
+            cgroup_root: None,
         }
     }
 }
@@ -69,7 +74,7 @@ pub struct ConfigFile {
 
 /// `[limits]` of the config file: `default` applies to requests that do not set a limit,
 /// `max` bounds what requests may ask for (above it: -32020, never silently clamped).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     /// Defaults.
@@ -78,6 +83,9 @@ pub struct LimitsSection {
     /// Maxima.
     #[serde(default)]
     pub max: LimitsTable,
+    /// A cgroup v2 directory delegated to stockade: each process gets its own group in it
+    /// (whole-tree memory and process limits, kill and usage). Unset: rlimits only.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// The limits of PROTOCOL.md section 7 in snake_case.

@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Run(args) => run(*args),
         Command::Doctor(args) => {
             let report = stockade::doctor::report(args.landlock_abi);
@@ -145,6 +145,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             SandboxSettings::default(),
         )?
     };
+    let config = ServerConfig {
+        cgroup_root: args.cgroup_root.clone().or(config.cgroup_root.clone()),
+        ..config
+    };
     let (zygote, runtime) = start_processes()?;
     runtime.block_on(async move {
         let server = Server::new(config, zygote).context("starting the spawner thread")?;
@@ -206,6 +210,7 @@ fn base_config(
         sandbox,
         limits_default: file.limits.default.into(),
         limits_max: file.limits.max.into(),
+        cgroup_root: file.limits.cgroup_root.clone(),
         never_inherit: file.env.never_inherit,
         ..ServerConfig::default()
     })

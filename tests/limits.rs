@@ -213,3 +213,109 @@ async fn defaults_and_maxima_from_the_config() {
     assert_eq!(e["code"], -32602);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A writable cgroup v2 directory for the cgroup tests: `STOCKADE_TEST_CGROUP_ROOT`, else a
+/// fresh directory in the host's cgroup v2 mount when this user may create one. `None`: the
+/// cgroup path cannot run here (the rlimit tests above cover this host).
+fn test_cgroup_root() -> Option<std::path::PathBuf> {
+    if let Ok(dir) = std::env::var("STOCKADE_TEST_CGROUP_ROOT") {
+        let d = std::path::PathBuf::from(dir).join(marker("cgt"));
+        return std::fs::create_dir(&d).ok().map(|_| d);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split(' ').nth(4).map(str::to_string))?
+    })?;
+    let d = std::path::Path::new(&mount).join(marker("cgt"));
+    std::fs::create_dir(&d).ok().map(|_| d)
+}
+
+/// With a delegated cgroup v2 directory every process runs in its own group: the group holds
+/// the whole tree (also what left the session), usage covers the tree, the tree dies with the
+/// process, and the group is removed. Where the memory and pids controllers are enabled, the
+/// tree limits are checked too. Skipped (with a message) where no cgroup v2 is writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_v2_groups_hold_the_whole_tree() {
+    let Some(root) = test_cgroup_root() else {
+        eprintln!("skipped: no writable cgroup v2 directory (the rlimit path is tested instead)");
+        return;
+    };
+    let root_s = root.to_str().unwrap().to_string();
+    let c = Client::new(Transport::Stdio, &["--cgroup-root", &root_s]).await;
+    let m = format!("6000{}.5", std::process::id() % 1000);
+    // A grandchild that leaves the session and spins ~0.3 s of CPU, then sleeps.
+    let script = format!(
+        "grep ^0:: /proc/self/cgroup; (setsid sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep {m}' >/dev/null 2>&1 &); sleep 1.5; echo end"
+    );
+    let (ev, r) = run_limited(&c, "cg", &["sh", "-c", &script], json!({})).await;
+    let out = String::from_utf8_lossy(&ev.stdout);
+    let group = out.lines().next().unwrap_or("").trim_start_matches("0::");
+    assert!(
+        group.contains("/stockade-"),
+        "the process is not in its own group: {out}"
+    );
+    assert!(out.contains("end"), "{out}");
+    let usage = &ev.exited.as_ref().unwrap()["usage"];
+    assert!(
+        usage["userMs"].as_u64().unwrap() >= 150,
+        "the grandchild's CPU time is missing: {usage}"
+    );
+    assert_eq!(r["sandbox"]["enforcement"], "full", "{r}");
+    // The detached grandchild died with the process, and the group is gone.
+    assert!(wait_all_dead(&pids_with_marker(&m)).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "groups left behind: {left:?}");
+
+    let enabled = std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap_or_default();
+    if enabled.contains("pids") {
+        // As root too: the tree, not the user, is counted.
+        let script =
+            format!("i=0; while [ $i -lt 300 ]; do sleep {m} & i=$((i+1)); done; echo spawned");
+        let (ev, r) = run_limited(
+            &c,
+            "fb",
+            &["sh", "-c", &script],
+            json!({"maxProcesses": 50, "wallTimeMs": 20000}),
+        )
+        .await;
+        assert_eq!(r["sandbox"]["enforcement"], "full", "{r}");
+        let err = String::from_utf8_lossy(&ev.stderr);
+        assert!(err.contains("fork") || err.contains("Resource"), "{err}");
+        assert!(wait_all_dead(&pids_with_marker(&m)).await.is_empty());
+    } else {
+        eprintln!("pids controller not enabled in {root_s}: maxProcesses via cgroup not tested");
+    }
+    if enabled.contains("memory") {
+        let (ev, _) = run_limited(
+            &c,
+            "mem",
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "b = bytearray(200 * 1024 * 1024); print('allocated')",
+            ],
+            json!({"memoryBytes": 64 * 1024 * 1024}),
+        )
+        .await;
+        let exited = ev.exited.unwrap();
+        assert!(
+            exited["signal"] == "SIGKILL" || exited["exitCode"] != 0,
+            "200 MB under a 64 MiB group limit: {exited}"
+        );
+        assert!(!String::from_utf8_lossy(&ev.stdout).contains("allocated"));
+    } else {
+        eprintln!("memory controller not enabled in {root_s}: memoryBytes via cgroup not tested");
+    }
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::fs::remove_dir(&root);
+}

@@ -2,6 +2,7 @@
 //! tree kill.
 
 pub mod b64;
+pub mod cgroup;
 pub mod keeper;
 pub mod output;
 pub mod pump;

@@ -295,12 +295,20 @@ async fn emit_exited(
         Some(r) => ExitInfo::from_wait_status(r.wait_status),
         None => ExitInfo::from_wait_status(libc::SIGKILL),
     };
-    let usage = Usage {
+    let mut usage = Usage {
         wall_ms: started.elapsed().as_millis() as u64,
         user_ms: rec.map(|r| (r.user_us / 1000) as u64).unwrap_or(0),
         sys_ms: rec.map(|r| (r.sys_us / 1000) as u64).unwrap_or(0),
         max_rss_kb: rec.map(|r| r.max_rss_kb as u64).unwrap_or(0),
     };
+    // A cgroup measures the whole tree, including descendants still running.
+    if let Some(t) = process.tree_usage() {
+        usage.user_ms = usage.user_ms.max(t.user_us / 1000);
+        usage.sys_ms = usage.sys_ms.max(t.sys_us / 1000);
+        if let Some(peak) = t.peak_bytes {
+            usage.max_rss_kb = usage.max_rss_kb.max(peak / 1024);
+        }
+    }
     let (seq, denied) = {
         let mut st = process.state();
         let seq = st.allocate_seq();

@@ -24,6 +24,9 @@ pub struct SpawnSpec {
     pub pipe_stdin: bool,
     /// Landlock ruleset for the child (sent as the 7th fd).
     pub ruleset: Option<OwnedFd>,
+    /// The process cgroup's `cgroup.procs`, opened for writing: the keeper moves itself in
+    /// before starting the program (sent after the ruleset).
+    pub cgroup_procs: Option<OwnedFd>,
 }
 
 /// Which stream an output fd carries.
@@ -85,6 +88,21 @@ pub enum SpawnError {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// A failure the keeper or the child reported on the error pipe (stage, errno), if any.
+fn child_failure(report: &[u8]) -> Option<SpawnError> {
+    if report.len() < 8 {
+        return None;
+    }
+    let kind =
+        Stage::from_raw(i32::from_ne_bytes(report[0..4].try_into().ok()?)).unwrap_or(Stage::Exec);
+    let errno = i32::from_ne_bytes(report[4..8].try_into().ok()?);
+    Some(SpawnError::Child {
+        stage: kind.describe(),
+        kind,
+        source: io::Error::from_raw_os_error(errno),
+    })
 }
 
 /// Sends spawn requests to the zygote's idle keepers.
@@ -195,6 +213,9 @@ impl Spawner {
         if let Some(r) = &spec.ruleset {
             raw.push(r.as_raw_fd());
         }
+        if let Some(c) = &spec.cgroup_procs {
+            raw.push(c.as_raw_fd());
+        }
         self.send(len, &raw).await.map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
         drop((
@@ -210,7 +231,13 @@ impl Spawner {
         let mut err = pipe::Receiver::from_owned_fd(err_r).map_err(setup("error pipe"))?;
         let mut ids = [0u8; 16];
         if status.read_exact(&mut ids).await.is_err() {
-            // The keeper died before reporting (e.g. the zygote is gone).
+            // The keeper died before reporting: it may have said why (e.g. it could not join
+            // the process cgroup), or the zygote is gone.
+            let mut report = Vec::new();
+            let _ = err.read_to_end(&mut report).await;
+            if let Some(failure) = child_failure(&report) {
+                return Err(failure);
+            }
             return Err(setup("keeper")(io::Error::other(
                 "the keeper exited before starting the program",
             )));
@@ -221,23 +248,19 @@ impl Spawner {
         let pid_read: io::Result<()> = Ok(());
         let mut report = Vec::new();
         let _ = err.read_to_end(&mut report).await;
-        if report.len() >= 8 || pid_read.is_err() {
-            let (kind, errno) = if report.len() >= 8 {
-                (
-                    Stage::from_raw(i32::from_ne_bytes(report[0..4].try_into().unwrap()))
-                        .unwrap_or(Stage::Exec),
-                    i32::from_ne_bytes(report[4..8].try_into().unwrap()),
-                )
-            } else {
-                (Stage::Fork, libc::EIO)
-            };
+        let failure = match (child_failure(&report), pid_read) {
+            (Some(f), _) => Some(f),
+            (None, Err(_)) => Some(SpawnError::Child {
+                stage: Stage::Fork.describe(),
+                kind: Stage::Fork,
+                source: io::Error::from_raw_os_error(libc::EIO),
+            }),
+            (None, Ok(())) => None,
+        };
+        if let Some(failure) = failure {
             let _ = keeper.signal(libc::SIGTERM);
             let _ = keeper.wait().await;
-            return Err(SpawnError::Child {
-                stage: kind.describe(),
-                kind,
-                source: io::Error::from_raw_os_error(errno),
-            });
+            return Err(failure);
         }
         let pid = i64::from_ne_bytes(pid_buf) as i32;
         Ok(Spawned {

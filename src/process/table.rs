@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::cgroup::{ProcessCgroup, TreeUsage};
 use super::output::OutputState;
 use super::sys::{self, AsyncPipe, PidFd};
 use crate::protocol::process::{ReadResult, WriteStatus};
@@ -117,6 +118,8 @@ pub struct Process {
     finished_flag: AtomicBool,
     /// Runs under a confining policy (denial evidence is only looked for then).
     pub confined: bool,
+    /// The process's own cgroup (delegated cgroup v2), removed once the tree is gone.
+    cgroup: Mutex<Option<ProcessCgroup>>,
 }
 
 impl Process {
@@ -141,7 +144,14 @@ impl Process {
             finished: Notify::new(),
             finished_flag: AtomicBool::new(false),
             confined,
+            cgroup: Mutex::new(None),
         }
+    }
+
+    /// Attaches the process's own cgroup (removed once the tree is gone).
+    pub fn with_cgroup(self, cgroup: Option<ProcessCgroup>) -> Process {
+        *self.cgroup_lock() = cgroup;
+        self
     }
 
     /// Locks the output state.
@@ -161,6 +171,8 @@ impl Process {
 
     /// Signals the end of the pump (closed and keeper reaped).
     pub fn mark_finished(&self) {
+        // The tree is gone: its group can go too (dropping it removes it).
+        drop(self.cgroup_lock().take());
         self.finished_flag.store(true, Ordering::SeqCst);
         self.finished.notify_waiters();
     }
@@ -180,13 +192,25 @@ impl Process {
     /// process was still running.
     pub fn terminate(&self) -> bool {
         let running = self.state().exit.is_none();
-        let _ = self.keeper.signal(libc::SIGTERM);
+        self.kill_tree();
         running
     }
 
     /// Kills the tree without looking at the state (cleanup paths).
     pub fn kill_tree(&self) {
         let _ = self.keeper.signal(libc::SIGTERM);
+        if let Some(g) = self.cgroup_lock().as_ref() {
+            g.kill();
+        }
+    }
+
+    fn cgroup_lock(&self) -> std::sync::MutexGuard<'_, Option<ProcessCgroup>> {
+        self.cgroup.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Usage of the whole tree from its cgroup, when it has one.
+    pub fn tree_usage(&self) -> Option<TreeUsage> {
+        self.cgroup_lock().as_ref().map(ProcessCgroup::usage)
     }
 
     /// `process/read`, with long-polling.

@@ -60,6 +60,9 @@ pub struct KeeperRequest {
     pub rlimits: Vec<Vec<u8>>,
     /// Ignore SIGXFSZ (file size limit set).
     pub ignore_sigxfsz: bool,
+    /// A process cgroup's `cgroup.procs` is attached after the ruleset: the keeper joins it
+    /// before starting the program.
+    pub has_cgroup: bool,
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -115,6 +118,7 @@ impl KeeperRequest {
         out.push(self.no_new_privs as u8);
         out.push(self.drop_caps as u8);
         out.push(self.no_core as u8);
+        out.push(self.has_cgroup as u8);
         out
     }
 
@@ -144,8 +148,9 @@ impl KeeperRequest {
             no_new_privs: *r.0.get(2)? != 0,
             drop_caps: *r.0.get(3)? != 0,
             no_core: *r.0.get(4)? != 0,
+            has_cgroup: *r.0.get(5)? != 0,
         };
-        if r.0.len() != 5 {
+        if r.0.len() != 6 {
             return None;
         }
         Some(req)
@@ -211,7 +216,7 @@ pub struct Zygote {
 
 /// Number of fds passed with each request (a 7th, the Landlock ruleset, is optional).
 const FDS_PER_REQUEST: usize = 6;
-const MAX_FDS_PER_REQUEST: usize = 7;
+const MAX_FDS_PER_REQUEST: usize = 8;
 
 /// Idle keepers kept ready.
 const POOL_SIZE: usize = 4;
@@ -499,6 +504,27 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         },
         _ => -1,
     };
+    // Join the process cgroup before anything of the tree runs; never run outside it.
+    if let Some(r) = &decoded
+        && r.has_cgroup
+    {
+        let index = if r.has_ruleset { 7 } else { 6 };
+        let Some(procs) = fds.get(index) else {
+            // SAFETY: exiting: a promised cgroup is missing.
+            unsafe { libc::_exit(1) }
+        };
+        // SAFETY: writing "0" (this process) to cgroup.procs from a valid buffer.
+        if unsafe { libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+            let errno = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            crate::sandbox::child::fail(
+                fds[3].as_raw_fd(),
+                crate::sandbox::child::Stage::Cgroup,
+                errno,
+            );
+        }
+    }
     let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd)) {
         Some(p) => p,
         // SAFETY: exiting.
@@ -536,6 +562,7 @@ mod tests {
             userns: true,
             rlimits: vec![[3u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0].to_vec()],
             ignore_sigxfsz: true,
+            has_cgroup: true,
         };
         assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
         let enc = r.encode();

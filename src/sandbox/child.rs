@@ -37,11 +37,13 @@ pub enum Stage {
     Rlimit = 12,
     /// Creating the user/mount namespace or a mount failed.
     Mounts = 13,
+    /// The keeper could not join the process cgroup.
+    Cgroup = 14,
 }
 
 impl Stage {
     /// Every stage, for decoding.
-    const ALL: [Stage; 13] = [
+    const ALL: [Stage; 14] = [
         Stage::Fork,
         Stage::Setsid,
         Stage::Setpgid,
@@ -55,6 +57,7 @@ impl Stage {
         Stage::Seccomp,
         Stage::Rlimit,
         Stage::Mounts,
+        Stage::Cgroup,
     ];
 
     /// Decodes the integer sent over the error pipe.
@@ -78,6 +81,7 @@ impl Stage {
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Rlimit => "setting resource limits",
             Stage::Mounts => "setting up the private mount namespace",
+            Stage::Cgroup => "joining the process cgroup",
         }
     }
 }
@@ -568,6 +572,6 @@ mod tests {
             assert!(!s.describe().is_empty());
         }
         assert_eq!(Stage::from_raw(0), None);
-        assert_eq!(Stage::from_raw(14), None);
+        assert_eq!(Stage::from_raw(15), None);
     }
 }

@@ -218,8 +218,14 @@ async fn start_inner(
         .map_err(|e| RpcError::new(ErrorCode::PolicyNotAllowed, e))?;
     // The kernel never applies RLIMIT_NPROC to uid 0, and this host has no delegated pids
     // cgroup: as root, maxProcesses cannot be enforced.
+    // A delegated cgroup v2 directory enforces memory and process counts for the whole tree
+    // when its controllers are enabled; rlimits stand in otherwise.
+    let tree = TreeLimits {
+        memory: server.cgroup.as_ref().is_some_and(|c| c.memory()),
+        pids: server.cgroup.as_ref().is_some_and(|c| c.pids()),
+    };
     let mut limit_degradations = Vec::new();
-    if limits.max_processes.is_some() && server.is_root {
+    if limits.max_processes.is_some() && server.is_root && !tree.pids {
         let what = "maxProcesses: RLIMIT_NPROC does not apply to root and no delegated pids cgroup is available";
         if !server.config.sandbox.allow_degraded {
             return Err(RpcError::new(
@@ -328,12 +334,30 @@ async fn start_inner(
             no_core: prepared.no_core,
             mounts: prepared.mounts.clone(),
             userns: prepared.userns,
-            rlimits: rlimit_entries(&limits),
+            rlimits: rlimit_entries(&limits, tree),
             ignore_sigxfsz: limits.max_file_size_bytes.is_some(),
+            has_cgroup: false,
         },
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
         ruleset: prepared.ruleset,
+        cgroup_procs: None,
+    };
+    let mut spec = spec;
+    let cgroup = match &server.cgroup {
+        Some(root) => {
+            let group = root
+                .create(limits.memory_bytes, limits.max_processes)
+                .map_err(|e| RpcError::internal(format!("creating the process cgroup: {e}")))?;
+            spec.cgroup_procs = Some(
+                group
+                    .procs()
+                    .map_err(|e| RpcError::internal(format!("opening the process cgroup: {e}")))?,
+            );
+            spec.request.has_cgroup = true;
+            Some(group)
+        }
+        None => None,
     };
 
     if !session.processes.reserve(&p.process_id) {
@@ -350,15 +374,18 @@ async fn start_inner(
             return Err(spawn_error(&program_name, &cwd, e));
         }
     };
-    let process = Arc::new(Process::new(
-        p.process_id.clone(),
-        spawned.pid,
-        spawned.keeper,
-        spawned.pty,
-        spawned.stdin,
-        server.config.retain_output_bytes,
-        prepared.confined,
-    ));
+    let process = Arc::new(
+        Process::new(
+            p.process_id.clone(),
+            spawned.pid,
+            spawned.keeper,
+            spawned.pty,
+            spawned.stdin,
+            server.config.retain_output_bytes,
+            prepared.confined,
+        )
+        .with_cgroup(cgroup),
+    );
     session.processes.insert(process.clone());
     let (gate_tx, gate_rx) = oneshot::channel();
     let pump = Pump {
@@ -378,7 +405,7 @@ async fn start_inner(
     };
     tokio::spawn(pump.run());
     let mut report = prepared.report;
-    report["limits"] = limits_report(&limits);
+    report["limits"] = limits_report(&limits, tree);
     if !limit_degradations.is_empty() {
         if let Some(d) = report["degradations"].as_array_mut() {
             d.extend(limit_degradations.into_iter().map(Value::String));
@@ -399,8 +426,15 @@ async fn start_inner(
     Ok((value, gate_tx))
 }
 
+/// Which limits the process's cgroup enforces for the whole tree.
+#[derive(Debug, Clone, Copy, Default)]
+struct TreeLimits {
+    memory: bool,
+    pids: bool,
+}
+
 /// The rlimits a request's limits become (resource number, value), encoded for the keeper.
-fn rlimit_entries(l: &Limits) -> Vec<Vec<u8>> {
+fn rlimit_entries(l: &Limits, tree: TreeLimits) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut push = |resource: libc::__rlimit_resource_t, value: Option<u64>| {
         if let Some(v) = value {
@@ -414,16 +448,18 @@ fn rlimit_entries(l: &Limits) -> Vec<Vec<u8>> {
         libc::RLIMIT_CPU,
         l.cpu_time_ms.map(|ms| ms.div_ceil(1000).max(1)),
     );
-    push(libc::RLIMIT_AS, l.memory_bytes);
-    push(libc::RLIMIT_NPROC, l.max_processes);
+    push(libc::RLIMIT_AS, l.memory_bytes.filter(|_| !tree.memory));
+    push(libc::RLIMIT_NPROC, l.max_processes.filter(|_| !tree.pids));
     push(libc::RLIMIT_FSIZE, l.max_file_size_bytes);
     push(libc::RLIMIT_NOFILE, l.max_open_files);
     out
 }
 
 /// The `limits` part of the SandboxReport: each effective limit and how it is enforced.
-fn limits_report(l: &Limits) -> Value {
+fn limits_report(l: &Limits, tree: TreeLimits) -> Value {
     let mechanism = |name: &str| match name {
+        "memoryBytes" if tree.memory => "cgroup v2 memory.max (the whole tree; swap off)",
+        "maxProcesses" if tree.pids => "cgroup v2 pids.max (the whole tree)",
         "wallTimeMs" => "timer, then the tree is killed",
         "cpuTimeMs" => "RLIMIT_CPU (whole seconds, rounded up; SIGXCPU then SIGKILL)",
         "memoryBytes" => "RLIMIT_AS (virtual memory per process; allocations fail)",

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::ServerConfig;
 use crate::env::ServerEnv;
 use crate::fs::FsService;
+use crate::process::cgroup::CgroupRoot;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
 use crate::sandbox::policy::Level;
@@ -55,6 +56,8 @@ pub struct Server {
     pub is_root: bool,
     /// The filesystem methods and their confined workers.
     pub fs: FsService,
+    /// The delegated cgroup v2 directory, when configured.
+    pub cgroup: Option<Arc<CgroupRoot>>,
 }
 
 impl Server {
@@ -87,8 +90,15 @@ impl Server {
         let is_root = unsafe { libc::geteuid() } == 0;
         let env = ServerEnv::capture();
         let fs = FsService::new(config.sandbox.clone(), host_support, env.vars().clone());
+        let cgroup = match &config.cgroup_root {
+            Some(dir) => Some(Arc::new(
+                CgroupRoot::open(dir).map_err(std::io::Error::other)?,
+            )),
+            None => None,
+        };
         Ok(Arc::new(Server {
             fs,
+            cgroup,
             config,
             spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),
