@@ -1197,3 +1197,33 @@ async fn fs_calls_fail_closed_without_landlock() {
         denied("write", &outside)
     );
 }
+
+// Both transports carry fs results the same way, including a result built as raw JSON text
+// (`fs/readFile`) and the `jsonrpc` field inserted into it when the client sent one.
+both_transports!(fs_over_both_transports, |t| async move {
+    let s = scratch("fsws");
+    let c = Client::new(t, &[]).await;
+    let pol = ws_write(&s);
+    let path = s.ws().join("f").to_str().unwrap().to_string();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    c.ok(
+        "fs/writeFile",
+        with(&pol, json!({"path": path, "dataBase64": b64(&data)})),
+    )
+    .await;
+    let r = c.ok("fs/readFile", with(&pol, json!({"path": path}))).await;
+    assert_eq!(unb64(r["dataBase64"].as_str().unwrap()), data);
+    // A connection whose first message carries `jsonrpc` gets it on every answer.
+    let c = Client::uninitialized(t, &[]).await;
+    c.send_raw(r#"{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"clientName":"t"}}"#);
+    c.response(&json!("i")).await;
+    c.send_raw(r#"{"jsonrpc":"2.0","method":"initialized"}"#);
+    c.send_raw(
+        &json!({"jsonrpc": "2.0", "id": "rf", "method": "fs/readFile",
+                "params": with(&pol, json!({"path": path}))})
+        .to_string(),
+    );
+    let r = c.response(&json!("rf")).await;
+    assert_eq!(r["jsonrpc"], "2.0", "{}", &r.to_string()[..80]);
+    assert_eq!(unb64(r["result"]["dataBase64"].as_str().unwrap()), data);
+});
