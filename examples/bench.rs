@@ -307,17 +307,36 @@ fn main() {
         let p = std::env::temp_dir().join("stockade-codex-ref/node_modules/.bin/codex");
         p.exists().then(|| p.to_string_lossy().into_owned())
     });
-    let codex_median = codex.map(|bin| {
+    // Both unsandboxed and with the `sandbox` object current Codex clients send (read-only
+    // root, the workspace writable); stockade gets the same object.
+    let profile = json!({"sandbox": {
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {
+            "type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+                {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "write"}]}},
+        "cwd": "file:///tmp", "workspaceRoots": ["file:///tmp"],
+        "windowsSandboxLevel": "disabled", "useLegacyLandlock": false}});
+    let codex_medians = codex.map(|bin| {
         let mut cmd = Command::new(bin);
         cmd.args(["exec-server", "--listen", "stdio"]);
         let mut r = Server::start_cmd(cmd);
-        let mut xs = Vec::new();
+        let (mut plain_ref, mut boxed_ref, mut boxed_us) = (Vec::new(), Vec::new(), Vec::new());
         for k in 0..(n / 4).max(20) {
             let t = Instant::now();
             r.run(&format!("c{k}"), &["/bin/true"], json!({}));
-            xs.push(ms(t.elapsed()));
+            plain_ref.push(ms(t.elapsed()));
+            let t = Instant::now();
+            r.run(&format!("cs{k}"), &["/bin/true"], profile.clone());
+            boxed_ref.push(ms(t.elapsed()));
+            let t = Instant::now();
+            s.run(&format!("us{k}"), &["/bin/true"], profile.clone());
+            boxed_us.push(ms(t.elapsed()));
         }
-        pct(&mut xs, 0.5)
+        (
+            pct(&mut plain_ref, 0.5),
+            pct(&mut boxed_ref, 0.5),
+            pct(&mut boxed_us, 0.5),
+        )
     });
 
     // Filesystem API: 4 KiB read and write, with a policy vs. without (danger-full-access).
@@ -500,11 +519,17 @@ fn main() {
         total / 1_000_000,
         through / raw
     );
-    match codex_median {
-        Some(c) => println!(
-            "| reference `codex exec-server` (0.169.0) spawn `/bin/true`, median | stockade unsandboxed {sm:.3} ms | {c:.3} ms | {:.2} |",
-            c / sm
-        ),
+    match codex_medians {
+        Some((c, cs, us)) => {
+            println!(
+                "| reference `codex exec-server` (0.169.0) spawn `/bin/true` unsandboxed, median | stockade unsandboxed {sm:.3} ms | {c:.3} ms | {:.2} |",
+                c / sm
+            );
+            println!(
+                "| reference `codex exec-server` spawn `/bin/true` with the same `sandbox` profile, median | stockade with that profile {us:.3} ms | {cs:.3} ms | {:.2} |",
+                cs / us
+            );
+        }
         None => println!(
             "| reference `codex exec-server` | not installed (run scripts/compat-codex once) | - | - |"
         ),
