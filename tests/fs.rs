@@ -1227,3 +1227,42 @@ both_transports!(fs_over_both_transports, |t| async move {
     assert_eq!(r["jsonrpc"], "2.0", "{}", &r.to_string()[..80]);
     assert_eq!(unb64(r["result"]["dataBase64"].as_str().unwrap()), data);
 });
+
+/// Policy params of fs calls: both shapes at once, a relative `sandboxCwd`, and the
+/// `policyContext` current Codex clients put inside `sandbox`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_policy_params() {
+    let s = scratch("fspol");
+    let c = client().await;
+    let path = s.ws().join("f").to_str().unwrap().to_string();
+    std::fs::write(&path, "f").unwrap();
+    let both = json!({"path": path, "sandboxPolicy": {"type": "read-only"},
+                      "sandbox": {"permissions": {"type": "disabled"}}});
+    let (code, msg) = err(c.call("fs/readFile", both).await);
+    assert_eq!(code, -32602, "{msg}");
+    assert!(msg.contains("not both"), "{msg}");
+    let (code, msg) = err(c
+        .call(
+            "fs/readFile",
+            json!({"path": path, "sandboxPolicy": {"type": "read-only"}, "sandboxCwd": "rel"}),
+        )
+        .await);
+    assert_eq!(code, -32602, "{msg}");
+    assert!(msg.contains("sandboxCwd"), "{msg}");
+    // project_roots from policyContext: the workspace is writable, its sibling is not.
+    let uri = format!("file://{}", s.ws().display());
+    let managed = |p: &str| {
+        json!({"path": p, "dataBase64": "eA==", "sandbox": {
+            "permissions": {"type": "managed", "network": "restricted", "file_system": {
+                "type": "restricted", "entries": [
+                    {"path": {"type": "special", "value": {"kind": "minimal"}}, "access": "read"},
+                    {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "write"}]}},
+            "policyContext": {"cwd": uri, "workspaceRoots": [uri]}, "userHomeDir": "file:///root"}})
+    };
+    c.ok("fs/writeFile", managed(&path)).await;
+    let outside = s.outside().join("x").to_str().unwrap().to_string();
+    assert_eq!(
+        err(c.call("fs/writeFile", managed(&outside)).await),
+        denied("write", &outside)
+    );
+}
