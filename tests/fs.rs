@@ -1266,3 +1266,65 @@ async fn fs_policy_params() {
         denied("write", &outside)
     );
 }
+
+/// A `none` and a `write` entry for the same path, with no entry above it: `none` wins
+/// (PROTOCOL.md 6.1), for a process and for the fs API alike (the losing `write` must not
+/// become a Landlock rule, and there is no outer entry that would make it a carve-out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tie_between_none_and_write_denies() {
+    let s = scratch("fstie");
+    let c = client().await;
+    let ws = s.ws().to_str().unwrap().to_string();
+    std::fs::write(s.ws().join("f"), "f").unwrap();
+    let uri = format!("file://{ws}");
+    let sandbox = json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {
+            "type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "minimal"}}, "access": "read"},
+                {"path": {"type": "path", "path": ws}, "access": "write"},
+                {"path": {"type": "path", "path": ws}, "access": "none"}]}},
+        "cwd": uri, "workspaceRoots": [uri]});
+    let f = format!("{ws}/f");
+    let ev = {
+        c.start_with(
+            "tie",
+            &[
+                "sh",
+                "-c",
+                &format!("cat {f}; echo x > {ws}/new; echo rc=$?"),
+            ],
+            json!({"cwd": "/", "sandbox": sandbox}),
+        )
+        .await
+        .unwrap();
+        c.closed("tie").await
+    };
+    let out = String::from_utf8_lossy(&ev.stdout);
+    // `cat` printed nothing and the redirection failed.
+    assert!(
+        !out.starts_with('f'),
+        "the process read a `none` path: {out}"
+    );
+    assert!(!out.contains("rc=0"), "{out}");
+    assert!(
+        !s.ws().join("new").exists(),
+        "the process wrote into a `none` path"
+    );
+    for (method, params, need) in [
+        ("fs/readFile", json!({"path": f}), "read"),
+        (
+            "fs/writeFile",
+            json!({"path": format!("{ws}/new2"), "dataBase64": "eA=="}),
+            "write",
+        ),
+    ] {
+        let mut p = params.clone();
+        p["sandbox"] = sandbox.clone();
+        let shown = params["path"].as_str().unwrap().to_string();
+        assert_eq!(
+            err(c.call(method, p).await),
+            denied(need, &shown),
+            "{method}"
+        );
+    }
+}

@@ -151,6 +151,21 @@ impl SandboxPolicy {
     }
 }
 
+/// One entry per path: the winner of the tie rule (`none` beats `write` beats `read`), in
+/// the order paths first appear. Enforcement then sees exactly what the model means: a losing
+/// `write` at the same path as a `none` would otherwise still become a Landlock rule.
+pub fn winning_entries(entries: Vec<FsEntry>) -> Vec<FsEntry> {
+    let mut out: Vec<FsEntry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match out.iter_mut().find(|o| o.path == e.path) {
+            Some(o) if e.access.rank() > o.access.rank() => *o = e,
+            Some(_) => {}
+            None => out.push(e),
+        }
+    }
+    out
+}
+
 /// Why a policy object was refused (-32602).
 pub type PolicyError = String;
 
@@ -294,7 +309,11 @@ pub fn from_sandbox_policy(v: &Value, ctx: &Context) -> Result<SandboxPolicy, Po
         "danger-full-access" => Ok(SandboxPolicy::full_access()),
         "read-only" => {
             let mut p = base("read-only", Level::ReadOnly);
-            p.filesystem = Filesystem::Restricted(read_access(v.get("access"), ctx, "access")?);
+            p.filesystem = Filesystem::Restricted(winning_entries(read_access(
+                v.get("access"),
+                ctx,
+                "access",
+            )?));
             p.network = bool_field(v, "network_access", false, "sandboxPolicy")?;
             Ok(p)
         }
@@ -315,7 +334,7 @@ pub fn from_sandbox_policy(v: &Value, ctx: &Context) -> Result<SandboxPolicy, Po
                 entries.push(entry(root, Access::Write, "writable root"));
                 entries.extend(protected_inside(root));
             }
-            p.filesystem = Filesystem::Restricted(entries);
+            p.filesystem = Filesystem::Restricted(winning_entries(entries));
             p.network = bool_field(v, "network_access", false, "sandboxPolicy")?;
             Ok(p)
         }
@@ -428,7 +447,7 @@ pub fn from_permission_profile(
                             item, &ctxname, &cwd, &roots, tmpdir, &mut notes,
                         )?);
                     }
-                    Filesystem::Restricted(entries)
+                    Filesystem::Restricted(winning_entries(entries))
                 }
                 other => {
                     return Err(format!(
@@ -586,6 +605,31 @@ mod tests {
                 .map(|e| (e.path.to_string_lossy().into_owned(), e.access))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn one_entry_per_path_after_the_tie_rule() {
+        let e = |p: &str, a| entry(Path::new(p), a, "t");
+        let got = winning_entries(vec![
+            e("/", Access::Read),
+            e("/w", Access::Write),
+            e("/w", Access::None),
+            e("/x", Access::Read),
+            e("/x", Access::Write),
+            e("/w", Access::Read),
+        ]);
+        let got: Vec<_> = got
+            .iter()
+            .map(|e| (e.path.to_str().unwrap(), e.access))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/", Access::Read),
+                ("/w", Access::None),
+                ("/x", Access::Write)
+            ]
+        );
     }
 
     #[test]
