@@ -155,28 +155,11 @@ impl FsService {
             .map_err(|e| RpcError::internal(format!("server default policy: {e}")))?,
         };
         prepare::check_allowed(&policy, &self.settings)?;
-        if matches!(policy.filesystem, Filesystem::Restricted(_)) {
-            let abi = self.host.landlock_abi;
-            let missing = if abi < 1 {
-                Some("Landlock (filesystem confinement): not available on this host".to_string())
-            } else if abi < 3 {
-                Some(format!(
-                    "Landlock ABI 3 (truncate control) for read-only paths: host offers ABI {abi}"
-                ))
-            } else {
-                None
-            };
-            if let Some(m) = missing
-                && !self.settings.allow_degraded
-            {
-                return Err(RpcError::new(
-                    ErrorCode::SandboxUnavailable,
-                    format!(
-                        "sandbox policy `{}` cannot be enforced on this host: missing {m} (start the server with --allow-degraded to run with what can be enforced)",
-                        policy.name
-                    ),
-                ));
-            }
+        if matches!(policy.filesystem, Filesystem::Restricted(_))
+            && let Some(gap) = prepare::filesystem_gap(self.host.landlock_abi)
+            && !self.settings.allow_degraded
+        {
+            return Err(prepare::unenforceable(&policy, &[gap]));
         }
         Ok(policy)
     }

@@ -184,6 +184,32 @@ pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Resu
     Ok(())
 }
 
+/// What a restricted filesystem needs from Landlock that a host with `abi` lacks, if anything.
+/// Processes and filesystem calls share it.
+pub fn filesystem_gap(abi: i32) -> Option<String> {
+    if abi < 1 {
+        Some("Landlock (filesystem confinement): not available on this host".into())
+    } else if abi < 3 {
+        Some(format!(
+            "Landlock ABI 3 (truncate control) for read-only paths: host offers ABI {abi}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The -32021 error naming what is missing.
+pub fn unenforceable(policy: &SandboxPolicy, missing: &[String]) -> RpcError {
+    RpcError::new(
+        ErrorCode::SandboxUnavailable,
+        format!(
+            "sandbox policy `{}` cannot be enforced on this host: missing {} (start the server with --allow-degraded to run with what can be enforced)",
+            policy.name,
+            missing.join("; ")
+        ),
+    )
+}
+
 /// Prepares a policy for a process in `cwd`.
 pub fn prepare(
     policy: &SandboxPolicy,
@@ -211,13 +237,7 @@ pub fn prepare(
         Filesystem::Unrestricted => None,
     };
     if entries.is_some() {
-        if abi < 1 {
-            missing.push("Landlock (filesystem confinement): not available on this host".into());
-        } else if abi < 3 {
-            missing.push(format!(
-                "Landlock ABI 3 (truncate control) for read-only paths: host offers ABI {abi}"
-            ));
-        }
+        missing.extend(filesystem_gap(abi));
         let (m, unprotectable) = carve_outs(entries.unwrap_or(&[]));
         missing.extend(unprotectable);
         if !m.is_empty() && !server_is_root && !host.user_namespaces {
@@ -238,14 +258,7 @@ pub fn prepare(
         missing.push("seccomp (hardening and network blocking)".into());
     }
     if !missing.is_empty() && !settings.allow_degraded {
-        return Err(RpcError::new(
-            ErrorCode::SandboxUnavailable,
-            format!(
-                "sandbox policy `{}` cannot be enforced on this host: missing {} (start the server with --allow-degraded to run with what can be enforced)",
-                policy.name,
-                missing.join("; ")
-            ),
-        ));
+        return Err(unenforceable(policy, &missing));
     }
     let want_landlock = abi >= 1 && (entries.is_some() || (policy.hardening && abi >= 6));
     let mut notes = policy.notes.clone();
