@@ -60,13 +60,11 @@ impl SeccompCache {
     /// Compiles both variants.
     pub fn build() -> Result<SeccompCache, String> {
         let c = |block_network| {
-            seccomp::compile(seccomp::FilterSpec { block_network })
-                .map(|p| seccomp::encode(&p))
-                .map_err(|e| format!("compiling seccomp filter: {e}"))
+            seccomp::encode(&seccomp::compile(seccomp::FilterSpec { block_network }))
         };
         Ok(SeccompCache {
-            with_network: c(false)?,
-            without_network: c(true)?,
+            with_network: c(false),
+            without_network: c(true),
         })
     }
 }
