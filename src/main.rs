@@ -158,7 +158,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let main_job = async {
             match listen {
                 ListenAddr::Stdio => {
-                    stdio::run(server.clone()).await;
+                    // On a worker, not on this `block_on` thread: the request tasks the
+                    // connection spawns then start on the same worker without a cross-thread
+                    // wakeup (one hop less per request).
+                    let _ = tokio::spawn(stdio::run(server.clone())).await;
                     Ok(())
                 }
                 ListenAddr::WebSocket(addr) => {

@@ -671,3 +671,34 @@ both_transports!(two_hundred_concurrent_processes, |t| async move {
 });
 
 impl_run_helpers!();
+
+// A small request travels inside the spawn datagram, a large one (here 210 KiB of argv and
+// 100 KiB of environment) in a memfd: both must reach the program byte for byte.
+both_transports!(small_and_large_requests_reach_the_program, |t| async move {
+    let c = Client::new(t, &[]).await;
+    let ev = c.run("small", &["printf", "%s", "a-b"]).await;
+    assert_eq!(ev.stdout, b"a-b");
+    // One argument may not exceed 128 KiB (MAX_ARG_STRLEN): three of 70 KiB.
+    let big_arg = "x".repeat(70 * 1024);
+    let big_env = "y".repeat(100 * 1024);
+    c.start_with(
+        "large",
+        &[
+            "sh",
+            "-c",
+            "printf '%s %s' \"$((${#1} + ${#2} + ${#3}))\" \"${#BIG}\"",
+            "sh",
+            &big_arg,
+            &big_arg,
+            &big_arg,
+        ],
+        json!({"env": {"PATH": "/usr/bin:/bin", "BIG": big_env}}),
+    )
+    .await
+    .unwrap();
+    let ev = c.closed("large").await;
+    assert_eq!(
+        String::from_utf8_lossy(&ev.stdout),
+        format!("{} {}", 3 * 70 * 1024, 100 * 1024)
+    );
+});

@@ -166,8 +166,10 @@ struct KernelSigaction {
     mask: u64,
 }
 
-/// Sets every signal's disposition to default. Async-signal-safe.
-fn reset_all_signal_dispositions() {
+/// Sets every signal's disposition to default (the server ignores SIGPIPE, and an ignored
+/// SIGCHLD would auto-reap). An idle keeper calls it before it takes a request; signals stay
+/// blocked while it works, and the target unblocks them before exec. Async-signal-safe.
+pub fn reset_all_signal_dispositions() {
     let act = KernelSigaction {
         handler: libc::SIG_DFL,
         flags: 0,
@@ -197,6 +199,9 @@ fn timeval_us(t: libc::timeval) -> i64 {
 
 /// Size of the stack the target uses between clone and exec.
 pub const TARGET_STACK: usize = 64 * 1024;
+
+/// How much of the top of that stack an idle keeper faults in ahead of time.
+pub const TARGET_STACK_TOUCHED: usize = 16 * 1024;
 
 struct TargetArgs<'a> {
     plan: &'a ExecPlan,
@@ -232,8 +237,8 @@ unsafe fn spawn_target(plan: &ExecPlan, fds: &ChildFds, stack: &mut [u8]) -> lib
 /// The keeper's whole life. Never returns.
 ///
 /// # Safety
-/// Must only be called in a freshly forked child with every signal blocked, with `plan`/`fds`
-/// prepared before the fork.
+/// Must only be called in a freshly forked child with every signal blocked and every disposition
+/// at its default, with `plan`/`fds` prepared before the fork.
 pub unsafe fn keeper_main(
     plan: &ExecPlan,
     fds: &ChildFds,
@@ -254,9 +259,6 @@ pub unsafe fn keeper_main(
         // The parent (the zygote) may have died before PDEATHSIG was armed.
         let mut kill_mode = libc::getppid() != parent_pid;
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
-        // Default dispositions everywhere (the server ignores SIGPIPE, and an ignored SIGCHLD
-        // would auto-reap). Signals stay blocked; the target unblocks them before exec.
-        reset_all_signal_dispositions();
         close_all_except(&[
             fds.stdin,
             fds.stdout,

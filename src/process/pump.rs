@@ -40,9 +40,33 @@ struct Outcome {
     output_exceeded: bool,
 }
 
-/// Size of one read from an output fd. One buffer per process serves both streams (memory
-/// for many concurrent processes stays bounded); pipes are enlarged to match.
+/// Size of one read from an output fd once a process has filled a smaller read. One buffer per
+/// process serves both streams (memory for many concurrent processes stays bounded); pipes are
+/// enlarged to match.
 const READ_CHUNK: usize = 128 * 1024;
+
+/// The first read buffer: most processes print little, and a 128 KiB buffer per process
+/// costs a zeroing (or an mmap) on every spawn.
+const FIRST_READ: usize = 16 * 1024;
+
+/// The pump's read buffer: [`FIRST_READ`] bytes until a read fills it, then [`READ_CHUNK`].
+struct ReadBuf(Vec<u8>);
+
+impl ReadBuf {
+    fn space(&mut self) -> &mut [u8] {
+        if self.0.is_empty() {
+            self.0 = vec![0; FIRST_READ];
+        }
+        &mut self.0
+    }
+
+    /// Call after the `n` bytes just read were used.
+    fn used(&mut self, n: usize) {
+        if n == self.0.len() && n < READ_CHUNK {
+            self.0 = vec![0; READ_CHUNK];
+        }
+    }
+}
 
 async fn ready(pipe: Option<&Arc<AsyncPipe>>) -> std::io::Result<()> {
     match pipe {
@@ -114,7 +138,7 @@ impl Pump {
         let mut open = [!outputs.is_empty(), outputs.len() > 1];
         let (stream0, pipe0) = (outputs.first().map(|o| o.0), outputs.first().map(|o| &o.1));
         let (stream1, pipe1) = (outputs.get(1).map(|o| o.0), outputs.get(1).map(|o| &o.1));
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = ReadBuf(Vec::new());
         let mut exited = false;
         let mut grace_fired = 0;
         let far = Duration::from_secs(86400 * 365);
@@ -139,12 +163,13 @@ impl Pump {
         while !(exited && !open[0] && !open[1]) {
             tokio::select! {
                 biased;
-                r = ready(pipe0), if open[0] => match r.map(|_| read_now(pipe0, &mut buf)) {
+                r = ready(pipe0), if open[0] => match r.map(|_| read_now(pipe0, buf.space())) {
                     Ok(Read::Data(n)) => {
                         let keep = budget(&mut output_total, n);
                         if keep > 0 {
-                            emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf[..keep]).await;
+                            emit_output(&process, &sink, stream0.unwrap_or(Stream::Stdout), &buf.0[..keep]).await;
                         }
+                        buf.used(n);
                         if keep < n && !outcome.output_exceeded {
                             outcome.output_exceeded = true;
                             process.kill_tree();
@@ -153,12 +178,13 @@ impl Pump {
                     Ok(Read::Spurious) => {}
                     _ => open[0] = false,
                 },
-                r = ready(pipe1), if open[1] => match r.map(|_| read_now(pipe1, &mut buf)) {
+                r = ready(pipe1), if open[1] => match r.map(|_| read_now(pipe1, buf.space())) {
                     Ok(Read::Data(n)) => {
                         let keep = budget(&mut output_total, n);
                         if keep > 0 {
-                            emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf[..keep]).await;
+                            emit_output(&process, &sink, stream1.unwrap_or(Stream::Stderr), &buf.0[..keep]).await;
                         }
+                        buf.used(n);
                         if keep < n && !outcome.output_exceeded {
                             outcome.output_exceeded = true;
                             process.kill_tree();
@@ -179,12 +205,13 @@ impl Pump {
                     // if its readiness has not reached us yet: drain what is readable now.
                     for (i, (pipe, stream)) in [(pipe0, stream0), (pipe1, stream1)].into_iter().enumerate() {
                         while open[i] {
-                            match read_now(pipe, &mut buf) {
+                            match read_now(pipe, buf.space()) {
                                 Read::Data(n) => {
                                     let keep = budget(&mut output_total, n);
                                     if keep > 0 {
-                                        emit_output(&process, &sink, stream.unwrap_or(Stream::Stdout), &buf[..keep]).await;
+                                        emit_output(&process, &sink, stream.unwrap_or(Stream::Stdout), &buf.0[..keep]).await;
                                     }
+                                    buf.used(n);
                                     if keep < n {
                                         outcome.output_exceeded = true;
                                         break;

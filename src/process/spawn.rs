@@ -126,9 +126,9 @@ impl Spawner {
         }))
     }
 
-    async fn send(&self, len: u32, fds: &[i32]) -> io::Result<()> {
+    async fn send(&self, len: u32, inline: &[u8], fds: &[i32]) -> io::Result<()> {
         loop {
-            match zygote::send_request(self.sock.get_ref().as_raw_fd(), len, fds) {
+            match zygote::send_request(self.sock.get_ref().as_raw_fd(), len, inline, fds) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut guard = self.sock.writable().await?;
                     guard.clear_ready();
@@ -195,8 +195,14 @@ impl Spawner {
             error_pipe: err_w.as_raw_fd(),
             status_pipe: status_w.as_raw_fd(),
         };
-        let memfd = Zygote::request_memfd(&spec.request).map_err(setup("request memfd"))?;
-        let len = spec.request.encode().len() as u32;
+        let encoded = spec.request.encode();
+        let len = encoded.len() as u32;
+        let memfd = if encoded.len() > zygote::INLINE_MAX {
+            Some(Zygote::request_memfd(&encoded).map_err(setup("request memfd"))?)
+        } else {
+            None
+        };
+        let inline: &[u8] = if memfd.is_some() { &[] } else { &encoded };
         let _permit = self
             .in_flight
             .acquire()
@@ -208,15 +214,19 @@ impl Spawner {
             fds.stderr,
             fds.error_pipe,
             fds.status_pipe,
-            memfd.as_raw_fd(),
         ];
+        if let Some(m) = &memfd {
+            raw.push(m.as_raw_fd());
+        }
         if let Some(r) = &spec.ruleset {
             raw.push(r.as_raw_fd());
         }
         if let Some(c) = &spec.cgroup_procs {
             raw.push(c.as_raw_fd());
         }
-        self.send(len, &raw).await.map_err(setup("zygote"))?;
+        self.send(len, inline, &raw)
+            .await
+            .map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
         drop((
             child_stdin,

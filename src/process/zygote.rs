@@ -215,7 +215,11 @@ pub struct Zygote {
 }
 
 /// Number of fds passed with each request (a 7th, the Landlock ruleset, is optional).
-const FDS_PER_REQUEST: usize = 6;
+const FDS_PER_REQUEST: usize = 5;
+
+/// Requests up to this size travel inside the datagram; larger ones in a memfd (sent as the
+/// sixth fd). Most requests are a few KiB: the inline path saves a memfd per spawn.
+pub const INLINE_MAX: usize = 32 * 1024;
 const MAX_FDS_PER_REQUEST: usize = 8;
 
 /// Idle keepers kept ready.
@@ -258,8 +262,8 @@ impl Zygote {
         &self.sock
     }
 
-    /// Builds the memfd carrying an encoded request.
-    pub fn request_memfd(req: &KeeperRequest) -> io::Result<OwnedFd> {
+    /// Builds the memfd carrying an encoded request too large to travel inline.
+    pub fn request_memfd(encoded: &[u8]) -> io::Result<OwnedFd> {
         // SAFETY: memfd_create with a static name.
         let fd = unsafe { libc::memfd_create(c"stockade-request".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -268,7 +272,7 @@ impl Zygote {
         // SAFETY: fresh fd.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut file = std::fs::File::from(fd);
-        file.write_all(&req.encode())?;
+        file.write_all(encoded)?;
         Ok(OwnedFd::from(file))
     }
 }
@@ -285,9 +289,12 @@ fn msghdr_over(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
     msg
 }
 
-/// Sends one request datagram without blocking (`WouldBlock` when the queue is full).
-pub fn send_request(sock: RawFd, len: u32, fds: &[RawFd]) -> io::Result<()> {
-    let data = len.to_le_bytes();
+/// Sends one request datagram without blocking (`WouldBlock` when the queue is full): the
+/// request's length, then `inline` (the request itself, or nothing when it is in a memfd).
+pub fn send_request(sock: RawFd, len: u32, inline: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut data = Vec::with_capacity(4 + inline.len());
+    data.extend_from_slice(&len.to_le_bytes());
+    data.extend_from_slice(inline);
     // SAFETY: CMSG_SPACE is a pure computation.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
     let mut cbuf = vec![0u8; space];
@@ -317,9 +324,10 @@ pub fn send_request(sock: RawFd, len: u32, fds: &[RawFd]) -> io::Result<()> {
     }
 }
 
-/// Receives one request datagram and its fds. `None` when the server is gone.
-fn recv_request(sock: RawFd) -> Option<(u32, Vec<OwnedFd>)> {
-    let mut buf = [0u8; 4];
+/// Receives one request datagram into `buf` (at least `4 + INLINE_MAX` bytes) and its fds:
+/// the request length, the bytes received after it, and the fds. `None` when the server is
+/// gone.
+fn recv_request(sock: RawFd, buf: &mut [u8]) -> Option<(u32, usize, Vec<OwnedFd>)> {
     // SAFETY: CMSG_SPACE is a pure computation.
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_REQUEST * 4) as u32) } as usize;
     let mut cbuf = vec![0u8; space];
@@ -337,7 +345,7 @@ fn recv_request(sock: RawFd) -> Option<(u32, Vec<OwnedFd>)> {
             }
             break n;
         };
-        if n <= 0 {
+        if n < 4 || msg.msg_flags & libc::MSG_TRUNC != 0 {
             return None;
         }
         let mut fds = Vec::new();
@@ -352,7 +360,8 @@ fn recv_request(sock: RawFd) -> Option<(u32, Vec<OwnedFd>)> {
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
-        Some((u32::from_le_bytes(buf), fds))
+        let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+        Some((len, n as usize - 4, fds))
     }
 }
 
@@ -464,13 +473,23 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         libc::sigaddset(&mut term, libc::SIGTERM);
         libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut());
     }
-    // Touch now, while idle, what the spawn path will need: page faults in a fresh fork are
-    // slow, and they would otherwise land on the spawn's critical path.
-    let mut target_stack = vec![1u8; keeper::TARGET_STACK];
-    let mut body = Vec::<u8>::with_capacity(64 * 1024);
-    body.resize(64 * 1024, 1);
-    body.clear();
-    let request = recv_request(sock.as_raw_fd());
+    // Do now, while idle, what the spawn path would otherwise pay for: default signal
+    // dispositions, and the pages a spawn touches (the top of the target's stack, the start of
+    // the request buffer). Page faults in a fresh fork are slow; touching more than a spawn
+    // uses only slows the spawn that runs while this keeper is being made.
+    keeper::reset_all_signal_dispositions();
+    let mut target_stack = vec![0u8; keeper::TARGET_STACK];
+    let top = target_stack.len();
+    for at in (top - keeper::TARGET_STACK_TOUCHED..top).step_by(4096) {
+        // SAFETY: in bounds; volatile so that the store into zeroed memory is not elided.
+        unsafe { std::ptr::write_volatile(target_stack.as_mut_ptr().add(at), 1) };
+    }
+    let mut datagram = vec![0u8; 4 + INLINE_MAX];
+    for at in (0..8 * 1024).step_by(4096) {
+        // SAFETY: in bounds; volatile so that the store into zeroed memory is not elided.
+        unsafe { std::ptr::write_volatile(datagram.as_mut_ptr().add(at), 1) };
+    }
+    let request = recv_request(sock.as_raw_fd(), &mut datagram);
     // SAFETY: from here on every signal is blocked again (the keeper waits for them).
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -478,7 +497,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
         libc::write(taken, [1u8].as_ptr().cast(), 1);
     }
-    let Some((len, fds)) = request else {
+    let Some((len, inline_len, fds)) = request else {
         // SAFETY: exiting.
         unsafe { libc::_exit(0) }
     };
@@ -486,18 +505,26 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         // SAFETY: exiting; the dropped fds close (the server sees the status pipe EOF).
         unsafe { libc::_exit(1) }
     }
-    body.resize(len as usize, 0);
-    let mut memfd = std::fs::File::from(
-        fds[5]
-            .try_clone()
-            .unwrap_or_else(|_| unsafe { libc::_exit(1) }),
-    );
-    use std::io::Seek;
-    let ok = memfd.seek(std::io::SeekFrom::Start(0)).is_ok() && memfd.read_exact(&mut body).is_ok();
-    drop(memfd);
-    let decoded = KeeperRequest::decode(&body).filter(|_| ok);
+    // The optional fds follow the memfd when there is one.
+    let mut next_fd = FDS_PER_REQUEST;
+    let decoded = if inline_len > 0 {
+        KeeperRequest::decode(&datagram[4..4 + inline_len]).filter(|_| inline_len == len as usize)
+    } else {
+        next_fd += 1;
+        let mut body = vec![0u8; len as usize];
+        let memfd = fds.get(FDS_PER_REQUEST).and_then(|f| f.try_clone().ok());
+        let Some(memfd) = memfd else {
+            // SAFETY: exiting: the promised memfd is missing.
+            unsafe { libc::_exit(1) }
+        };
+        let mut memfd = std::fs::File::from(memfd);
+        use std::io::Seek;
+        let ok =
+            memfd.seek(std::io::SeekFrom::Start(0)).is_ok() && memfd.read_exact(&mut body).is_ok();
+        KeeperRequest::decode(&body).filter(|_| ok)
+    };
     let ruleset_fd = match &decoded {
-        Some(r) if r.has_ruleset => match fds.get(6) {
+        Some(r) if r.has_ruleset => match fds.get(next_fd) {
             Some(fd) => fd.as_raw_fd(),
             // SAFETY: exiting: a promised ruleset is missing (never run unconfined).
             None => unsafe { libc::_exit(1) },
@@ -508,7 +535,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
     if let Some(r) = &decoded
         && r.has_cgroup
     {
-        let index = if r.has_ruleset { 7 } else { 6 };
+        let index = next_fd + usize::from(r.has_ruleset);
         let Some(procs) = fds.get(index) else {
             // SAFETY: exiting: a promised cgroup is missing.
             unsafe { libc::_exit(1) }
