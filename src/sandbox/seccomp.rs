@@ -307,17 +307,19 @@ pub fn decode(mut b: &[u8]) -> Option<Vec<Vec<libc::sock_filter>>> {
 mod tests {
     use super::*;
 
-    /// A classic-BPF interpreter for the instructions [`assemble`] emits.
-    fn run(prog: &[libc::sock_filter], data: &[u32; 16]) -> u32 {
-        let (mut pc, mut a) = (0usize, 0u32);
+    /// A classic-BPF interpreter for the instructions [`assemble`] emits: the verdict and the
+    /// number of instructions executed.
+    fn run_counted(prog: &[libc::sock_filter], data: &[u32; 16]) -> (u32, usize) {
+        let (mut pc, mut a, mut steps) = (0usize, 0u32, 0usize);
         loop {
             let i = prog[pc];
             let code = i.code as u32;
             pc += 1;
+            steps += 1;
             if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
                 a = data[(i.k / 4) as usize];
             } else if code == libc::BPF_RET | libc::BPF_K {
-                return i.k;
+                return (i.k, steps);
             } else {
                 let taken = match code & 0xf0 {
                     c if c == libc::BPF_JEQ => a == i.k,
@@ -328,6 +330,10 @@ mod tests {
                 pc += if taken { i.jt } else { i.jf } as usize;
             }
         }
+    }
+
+    fn run(prog: &[libc::sock_filter], data: &[u32; 16]) -> u32 {
+        run_counted(prog, data).0
     }
 
     fn data(arch: u32, nr: u32, args: [u64; 6]) -> [u32; 16] {
@@ -409,27 +415,7 @@ mod tests {
             block_network: true,
         })[0];
         for nr in 0..512u32 {
-            let (mut pc, mut steps) = (0usize, 0);
-            let d = data(AUDIT_ARCH, nr, [0; 6]);
-            let mut a = 0u32;
-            loop {
-                let i = p[pc];
-                steps += 1;
-                pc += 1;
-                let code = i.code as u32;
-                if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
-                    a = d[(i.k / 4) as usize];
-                } else if code == libc::BPF_RET | libc::BPF_K {
-                    break;
-                } else {
-                    let taken = match code & 0xf0 {
-                        c if c == libc::BPF_JEQ => a == i.k,
-                        c if c == libc::BPF_JGE => a >= i.k,
-                        _ => a & i.k != 0,
-                    };
-                    pc += if taken { i.jt } else { i.jf } as usize;
-                }
-            }
+            let (_, steps) = run_counted(p, &data(AUDIT_ARCH, nr, [0; 6]));
             assert!(steps <= 16, "syscall {nr} takes {steps} instructions");
         }
     }
