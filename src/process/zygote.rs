@@ -214,7 +214,9 @@ pub struct Zygote {
     sock: OwnedFd,
 }
 
-/// Number of fds passed with each request (a 7th, the Landlock ruleset, is optional).
+/// Number of fds passed with every request (stdin, stdout, stderr, error pipe, status pipe);
+/// then, in this order and only when present: the request memfd (a request too large to travel
+/// inline), the Landlock ruleset, the process cgroup's `cgroup.procs`.
 const FDS_PER_REQUEST: usize = 5;
 
 /// Requests up to this size travel inside the datagram; larger ones in a memfd (sent as the
