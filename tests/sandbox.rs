@@ -53,7 +53,12 @@ def t(name, f):
         .start_with(
             id,
             &[PY, "-c", &script],
-            json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy}),
+            if policy.get("permissions").is_some() {
+                // The `sandbox` shape (PROTOCOL.md 6.3).
+                json!({"cwd": cwd.to_str().unwrap(), "sandbox": policy})
+            } else {
+                json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy})
+            },
         )
         .await
         .unwrap_or_else(|e| panic!("start {id}: {e}"));
@@ -648,4 +653,58 @@ print("getpid=" + ("OK" if f() == os.getpid() else "OTHER"))
     let exited = confined.exited.unwrap();
     assert_eq!(exited["signal"], "SIGSYS", "{exited}");
     assert!(confined.stdout.is_empty());
+}
+
+/// `none` entries inside a writable workspace: a hidden file cannot be opened at all (EACCES
+/// for reading and for writing: it is not an empty file that swallows writes), a hidden
+/// directory cannot be listed, and everything around them works, `/proc` included (the
+/// stand-in's helper mount is gone before exec).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_entries_hide_files_and_directories() {
+    let s = scratch("none");
+    std::fs::write(s.ws().join("secret"), "s3cret\n").unwrap();
+    std::fs::create_dir(s.ws().join("private")).unwrap();
+    std::fs::write(s.ws().join("private/key"), "k\n").unwrap();
+    let ws = s.ws();
+    let entry = |p: &Path, access: &str| json!({"path": {"type": "path", "path": p.to_str().unwrap()}, "access": access});
+    let uri = format!("file://{}", ws.display());
+    let policy = json!({"permissions": {"type": "managed", "network": "restricted",
+        "file_system": {"type": "restricted", "entries": [
+            {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+            entry(&ws, "write"),
+            entry(&ws.join("secret"), "none"),
+            entry(&ws.join("private"), "none"),
+        ]}},
+        "cwd": uri, "workspaceRoots": [uri]});
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "none",
+        &ws,
+        policy,
+        r#"
+t("read_secret", lambda: open("secret", "rb").read())
+t("write_secret", lambda: open("secret", "ab").write(b"x"))
+t("list_private", lambda: os.listdir("private"))
+t("read_key", lambda: open("private/key").read())
+t("read_existing", lambda: open("existing").read())
+t("write_other", lambda: open("other", "w").write("x"))
+t("proc", lambda: open("/proc/self/status").read())
+t("dev_null", lambda: open("/dev/null", "w").write("x"))
+"#,
+    )
+    .await;
+    expect(&r, "read_secret", "EACCES");
+    expect(&r, "write_secret", "EACCES");
+    expect(&r, "list_private", "EACCES");
+    expect(&r, "read_key", "EACCES");
+    expect(&r, "read_existing", "OK");
+    expect(&r, "write_other", "OK");
+    expect(&r, "proc", "OK");
+    expect(&r, "dev_null", "OK");
+    // Nothing reached the hidden file.
+    assert_eq!(
+        std::fs::read_to_string(ws.join("secret")).unwrap(),
+        "s3cret\n"
+    );
 }

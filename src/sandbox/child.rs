@@ -131,7 +131,7 @@ pub enum MountKind {
     ReadOnly,
     /// Cover a directory with an empty, mode-000, read-only tmpfs.
     HideDir,
-    /// Cover a file with `/dev/null`, read-only.
+    /// Cover a file with an empty, mode-000, read-only file (see [`STASH_DIRS`]).
     HideFile,
 }
 
@@ -365,6 +365,63 @@ fn write_file(path: &CStr, data: &[u8]) -> bool {
     }
 }
 
+/// Where hidden files get their stand-in: an empty tmpfs briefly covers the first of these
+/// directories that holds no hidden file, a mode-000 file is created in it and bound over each
+/// hidden file, then the tmpfs is detached (the binds keep the file alive). A process opening
+/// a hidden file then gets EACCES, for reading and for writing, as for any `none` path: it
+/// holds no capability that could override the mode. Each exists on every Linux host this
+/// runs on (stockade itself needs `/proc`).
+const STASH_DIRS: [&CStr; 3] = [c"/proc", c"/dev", c"/sys"];
+
+/// The stand-in's path in a stash directory (at most 4 + 16 bytes, NUL included).
+fn stash_file(dir: &CStr, buf: &mut [u8; 24]) -> *const libc::c_char {
+    let d = dir.to_bytes();
+    let name = b"/hidden\0";
+    buf[..d.len()].copy_from_slice(d);
+    buf[d.len()..d.len() + name.len()].copy_from_slice(name);
+    buf.as_ptr().cast()
+}
+
+/// Whether `path` is `dir` or lies below it.
+fn is_within(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/')
+}
+
+/// Mounts the stash tmpfs and creates the stand-in; returns the stash directory.
+/// Async-signal-safe.
+fn open_stash(m: &MountPlan) -> Option<&'static CStr> {
+    // Neither inside nor above any mounted path, so that no mount of the plan covers it.
+    let dir = STASH_DIRS.into_iter().find(|d| {
+        !m.ops.iter().any(|(_, p)| {
+            is_within(p.to_bytes(), d.to_bytes()) || is_within(d.to_bytes(), p.to_bytes())
+        })
+    })?;
+    let mut buf = [0u8; 24];
+    // SAFETY: mount and open on valid C strings; the fd is closed right away.
+    unsafe {
+        if libc::mount(
+            c"tmpfs".as_ptr(),
+            dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            c"size=4k,mode=700".as_ptr().cast(),
+        ) != 0
+        {
+            return None;
+        }
+        let fd = libc::open(
+            stash_file(dir, &mut buf),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        libc::close(fd);
+    }
+    Some(dir)
+}
+
 /// Creates the private mount namespace and applies the mounts. Async-signal-safe.
 fn apply_mounts(m: &MountPlan, ep: i32) {
     // SAFETY: plain syscalls on prepared C strings.
@@ -395,6 +452,15 @@ fn apply_mounts(m: &MountPlan, ep: i32) {
         {
             fail(ep, Stage::Mounts, errno());
         }
+        let stash = if m.ops.iter().any(|(k, _)| *k == MountKind::HideFile) {
+            match open_stash(m) {
+                Some(dir) => Some(dir),
+                None => fail(ep, Stage::Mounts, errno()),
+            }
+        } else {
+            None
+        };
+        let mut stash_buf = [0u8; 24];
         for (kind, path) in &m.ops {
             let p = path.as_ptr();
             let ok = match kind {
@@ -418,8 +484,11 @@ fn apply_mounts(m: &MountPlan, ep: i32) {
                     ) == 0
                 }
                 MountKind::HideFile => {
+                    let Some(dir) = stash else {
+                        fail(ep, Stage::Mounts, libc::EINVAL)
+                    };
                     libc::mount(
-                        c"/dev/null".as_ptr(),
+                        stash_file(dir, &mut stash_buf),
                         p,
                         std::ptr::null(),
                         libc::MS_BIND,
@@ -431,6 +500,11 @@ fn apply_mounts(m: &MountPlan, ep: i32) {
             if !ok {
                 fail(ep, Stage::Mounts, errno());
             }
+        }
+        if let Some(dir) = stash
+            && libc::umount2(dir.as_ptr(), libc::MNT_DETACH) != 0
+        {
+            fail(ep, Stage::Mounts, errno());
         }
     }
 }

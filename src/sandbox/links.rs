@@ -1,0 +1,392 @@
+//! The hard-link census: which files inside the writable roots of a policy are also reachable
+//! under a name outside them.
+//!
+//! Landlock decides by path. A regular file that has one name inside a writable root and
+//! another one outside (created before the sandbox, e.g. `ln ~/.bashrc workspace/x`) would be
+//! writable through the inside name, which writes the outside file too. A confined process
+//! cannot create such a link (Refer, `fs.protected_hardlinks`), so only pre-existing ones
+//! matter. Such a file is found by counting: its link count is larger than the number of its
+//! names that the policy makes writable. Every writable name of it then becomes a read-only
+//! entry of the policy, which the private mount namespace enforces with a read-only bind.
+//!
+//! Walking the roots on every spawn would cost tens of milliseconds on a large tree, so the
+//! census keeps, per server, the regular files with more than one link under every root it
+//! has seen, and an inotify watch on every directory there. Before each use it reads the
+//! queued events: a new or renamed name, and a link count that changed (`IN_ATTRIB`, also
+//! when the new link was made outside), are applied to the entries of that directory.
+//! Directory renames and removals, and a queue overflow, cause a full walk. When watches
+//! cannot be added (the per-user limit), the census walks the roots on every use instead:
+//! slower, never less exact.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::policy::{Access, FsEntry};
+
+/// Filesystems the walk does not enter: they hold no user files, and some are unbounded.
+const PSEUDO_FS: [i64; 8] = [
+    0x9fa0,     // proc
+    0x6265_6572, // sysfs
+    0x0027_e0eb, // cgroup
+    0x6367_7270, // cgroup2
+    0x6462_6720, // debugfs
+    0x7472_6163, // tracefs
+    0x7363_6673, // securityfs
+    0xcafe_4a11u32 as i64, // bpf
+];
+
+/// The set of directories the census follows and what it found there.
+#[derive(Default)]
+struct State {
+    /// The inotify instance; `None` when watching is not possible (then every use walks).
+    inotify: Option<OwnedFd>,
+    /// Watching failed once: walk on every use from now on.
+    unwatchable: bool,
+    /// Canonical root directories walked so far.
+    roots: BTreeSet<PathBuf>,
+    /// Watch descriptor → directory.
+    dirs: HashMap<i32, PathBuf>,
+    /// Regular files with more than one link: path → (device, inode, link count).
+    multi: BTreeMap<PathBuf, (u64, u64, u64)>,
+}
+
+/// The census, shared by all requests of a server.
+#[derive(Default)]
+pub struct LinkCensus {
+    state: Mutex<State>,
+}
+
+/// The canonical writable directories of `entries` (outermost only).
+fn writable_roots(entries: &[(PathBuf, Access)]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = entries
+        .iter()
+        .filter(|(p, a)| *a == Access::Write && p.is_dir())
+        .map(|(p, _)| p.clone())
+        .collect();
+    dirs.sort();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        if !out.iter().any(|o| d.starts_with(o)) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// The access of a canonical path under canonical entries (longest prefix; ties: none >
+/// write > read), as PROTOCOL.md 6.1 resolves it.
+fn access_at(entries: &[(PathBuf, Access)], path: &Path) -> Access {
+    let mut best: Option<(usize, Access)> = None;
+    for (p, a) in entries {
+        if path.starts_with(p) {
+            let depth = p.components().count();
+            best = match best {
+                Some((d, b)) if d > depth || (d == depth && b.rank() >= a.rank()) => Some((d, b)),
+                _ => Some((depth, *a)),
+            };
+        }
+    }
+    best.map(|(_, a)| a).unwrap_or(Access::None)
+}
+
+impl LinkCensus {
+    /// The writable names, under `entries`, of regular files that also have a name the
+    /// entries do not make writable. Blocking (it may walk directory trees): call it off the
+    /// async runtime.
+    pub fn outside_links(&self, entries: &[FsEntry]) -> Vec<PathBuf> {
+        // Names as the kernel sees them: entries resolved through symlinks.
+        let canonical: Vec<(PathBuf, Access)> = entries
+            .iter()
+            .filter_map(|e| std::fs::canonicalize(&e.path).ok().map(|p| (p, e.access)))
+            .collect();
+        let roots = writable_roots(&canonical);
+        if roots.is_empty() {
+            return Vec::new();
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.refresh(&roots);
+        // Group the multi-link files by inode; count the names this policy makes writable.
+        let mut by_inode: HashMap<(u64, u64), (u64, Vec<&PathBuf>)> = HashMap::new();
+        for (path, &(dev, ino, nlink)) in &st.multi {
+            if !roots.iter().any(|r| path.starts_with(r)) {
+                continue;
+            }
+            if access_at(&canonical, path) == Access::Write {
+                by_inode
+                    .entry((dev, ino))
+                    .or_insert((nlink, Vec::new()))
+                    .1
+                    .push(path);
+            }
+        }
+        let mut out: Vec<PathBuf> = by_inode
+            .into_values()
+            .filter(|(nlink, names)| *nlink > names.len() as u64)
+            .flat_map(|(_, names)| names.into_iter().cloned())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl State {
+    /// Brings the census up to date for `roots`.
+    fn refresh(&mut self, roots: &[PathBuf]) {
+        if self.unwatchable {
+            self.rewalk(roots);
+            return;
+        }
+        let mut rewalk = self.drain_events();
+        if !roots.iter().all(|r| self.roots.iter().any(|o| r.starts_with(o))) {
+            rewalk |= roots.iter().any(|r| {
+                // A new root above an old one: walk it whole, the old one included.
+                self.roots.iter().any(|o| o.starts_with(r))
+            });
+            if !rewalk {
+                for r in roots {
+                    if !self.roots.iter().any(|o| r.starts_with(o)) {
+                        self.roots.insert(r.clone());
+                        self.walk(r);
+                    }
+                }
+            }
+        }
+        if rewalk || self.unwatchable {
+            let mut all: Vec<PathBuf> = self.roots.iter().cloned().collect();
+            all.extend(roots.iter().cloned());
+            self.rewalk(&all);
+        }
+    }
+
+    /// Forgets everything and walks `roots` again (with fresh watches, unless unwatchable).
+    fn rewalk(&mut self, roots: &[PathBuf]) {
+        self.inotify = None;
+        self.dirs.clear();
+        self.multi.clear();
+        self.roots.clear();
+        let mut sorted: Vec<PathBuf> = roots.to_vec();
+        sorted.sort();
+        for r in sorted {
+            if !self.roots.iter().any(|o| r.starts_with(o)) {
+                self.roots.insert(r.clone());
+                self.walk(&r);
+            }
+        }
+    }
+
+    fn watch(&mut self, dir: &Path) {
+        if self.unwatchable {
+            return;
+        }
+        if self.inotify.is_none() {
+            // SAFETY: inotify_init1 has no memory arguments.
+            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+            if fd < 0 {
+                self.unwatchable = true;
+                return;
+            }
+            // SAFETY: a fresh fd we own.
+            self.inotify = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let Some(fd) = &self.inotify else { return };
+        let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+            return;
+        };
+        let mask = libc::IN_CREATE
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVED_FROM
+            | libc::IN_DELETE
+            | libc::IN_ATTRIB
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF
+            | libc::IN_ONLYDIR
+            | libc::IN_DONT_FOLLOW;
+        // SAFETY: a valid fd and C string.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
+        if wd < 0 {
+            // Most likely the per-user watch limit: walk on every use from now on.
+            self.unwatchable = true;
+            self.inotify = None;
+            self.dirs.clear();
+            return;
+        }
+        self.dirs.insert(wd, dir.to_path_buf());
+    }
+
+    /// Records `dir` and everything below it (symlinks are not followed; pseudo filesystems
+    /// are not entered).
+    fn walk(&mut self, dir: &Path) {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            self.watch(&d);
+            let Ok(read) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for ent in read.flatten() {
+                let path = ent.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    if !is_pseudo_fs(&path) {
+                        stack.push(path);
+                    }
+                } else {
+                    self.note_file(path, &meta);
+                }
+            }
+        }
+    }
+
+    fn note_file(&mut self, path: PathBuf, meta: &std::fs::Metadata) {
+        if meta.is_file() && meta.nlink() > 1 {
+            self.multi
+                .insert(path, (meta.dev(), meta.ino(), meta.nlink()));
+        } else {
+            self.multi.remove(&path);
+        }
+    }
+
+    /// Applies the queued events; true when only a full walk can bring the census up to date.
+    fn drain_events(&mut self) -> bool {
+        let Some(fd) = &self.inotify else {
+            return false;
+        };
+        let raw = fd.as_raw_fd();
+        let mut changed: Vec<PathBuf> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: reading into a live buffer.
+            let n = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0usize;
+            let hdr = std::mem::size_of::<libc::inotify_event>();
+            while at + hdr <= n as usize {
+                // SAFETY: the kernel wrote whole events; read_unaligned copes with alignment.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+                let name_bytes = &buf[at + hdr..at + hdr + ev.len as usize];
+                at += hdr + ev.len as usize;
+                if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                    return true;
+                }
+                if ev.mask & libc::IN_IGNORED != 0 {
+                    self.dirs.remove(&ev.wd);
+                    continue;
+                }
+                let dir_event = ev.mask & libc::IN_ISDIR != 0;
+                if ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
+                    || (dir_event
+                        && ev.mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_DELETE)
+                            != 0)
+                {
+                    // A directory moved or went away: the paths below it changed.
+                    return true;
+                }
+                let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+                if name_len == 0 {
+                    continue;
+                }
+                let Some(dir) = self.dirs.get(&ev.wd) else {
+                    continue;
+                };
+                let name = std::ffi::OsStr::from_bytes(&name_bytes[..name_len]);
+                changed.push(dir.join(name));
+            }
+        }
+        for path in changed {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {
+                    if !is_pseudo_fs(&path) && !self.dirs.values().any(|d| d == &path) {
+                        self.walk(&path);
+                    }
+                }
+                Ok(meta) => self.note_file(path, &meta),
+                Err(_) => {
+                    self.multi.remove(&path);
+                }
+            }
+        }
+        self.unwatchable
+    }
+}
+
+fn is_pseudo_fs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: statfs into a zeroed struct with a valid path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && PSEUDO_FS.contains(&(st.f_type as i64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &Path, access: Access) -> FsEntry {
+        FsEntry {
+            path: path.to_path_buf(),
+            access,
+            origin: "test",
+            skip_if_missing: false,
+        }
+    }
+
+    #[test]
+    fn finds_links_out_of_the_writable_roots_and_follows_changes() {
+        let base = std::env::temp_dir().join(format!("stockade-links-{}", std::process::id()));
+        let ws = base.join("ws");
+        let out = base.join("out");
+        std::fs::create_dir_all(ws.join("sub")).unwrap();
+        std::fs::create_dir_all(ws.join(".git")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("secret"), "s").unwrap();
+        std::fs::write(ws.join("a"), "a").unwrap();
+        std::fs::write(ws.join(".git/config"), "c").unwrap();
+        std::fs::hard_link(out.join("secret"), ws.join("sub/link")).unwrap();
+        // Both names writable: not a finding.
+        std::fs::hard_link(ws.join("a"), ws.join("sub/a2")).unwrap();
+        // One name in a read-only carve-out: the writable name is a finding.
+        std::fs::hard_link(ws.join(".git/config"), ws.join("cfg")).unwrap();
+        let entries = vec![
+            entry(Path::new("/"), Access::Read),
+            entry(&ws, Access::Write),
+            entry(&ws.join(".git"), Access::Read),
+        ];
+        let census = LinkCensus::default();
+        let ws = std::fs::canonicalize(&ws).unwrap();
+        assert_eq!(
+            census.outside_links(&entries),
+            vec![ws.join("cfg"), ws.join("sub/link")]
+        );
+        // A link made later, inside (new name) and from outside (link count of an inside
+        // file): both are seen on the next use, without a walk.
+        std::fs::write(out.join("other"), "o").unwrap();
+        std::fs::hard_link(out.join("other"), ws.join("late")).unwrap();
+        std::fs::write(ws.join("b"), "b").unwrap();
+        std::fs::hard_link(ws.join("b"), out.join("b-outside")).unwrap();
+        std::fs::remove_file(ws.join("sub/link")).unwrap();
+        assert_eq!(
+            census.outside_links(&entries),
+            vec![ws.join("b"), ws.join("cfg"), ws.join("late")]
+        );
+        // A directory renamed away and back: the census walks again and stays exact.
+        std::fs::rename(ws.join("sub"), ws.join("sub2")).unwrap();
+        std::fs::hard_link(out.join("secret"), ws.join("sub2/again")).unwrap();
+        assert_eq!(
+            census.outside_links(&entries),
+            vec![ws.join("b"), ws.join("cfg"), ws.join("late"), ws.join("sub2/again")]
+        );
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
