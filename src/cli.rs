@@ -207,6 +207,13 @@ pub struct SandboxArgs {
     /// Use at most this Landlock ABI (to check what older kernels would enforce).
     #[arg(long, value_name = "N")]
     pub landlock_abi: Option<i32>,
+
+    /// Make read-only, for processes, every file in a writable root that also has a hard link
+    /// outside the writable roots (through which Landlock would let the process write the
+    /// outside file). Costs a walk of each root the first time it is used, an inotify watch
+    /// per directory, and one bind mount per such file per spawn.
+    #[arg(long)]
+    pub protect_hard_links: bool,
 }
 
 impl SandboxArgs {
@@ -230,6 +237,9 @@ impl SandboxArgs {
         }
         if let Some(a) = self.landlock_abi {
             settings.landlock_abi_cap = Some(a);
+        }
+        if self.protect_hard_links {
+            settings.protect_hard_links = true;
         }
         Ok(())
     }

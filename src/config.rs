@@ -137,6 +137,8 @@ pub struct SandboxSection {
     pub allow_degraded: Option<bool>,
     /// Use at most this Landlock ABI (simulates older kernels).
     pub landlock_abi: Option<i32>,
+    /// Make files with a hard link outside the writable roots read-only. Built-in: false.
+    pub protect_hard_links: Option<bool>,
 }
 
 impl SandboxSection {
@@ -160,6 +162,9 @@ impl SandboxSection {
         }
         if let Some(a) = self.landlock_abi {
             settings.landlock_abi_cap = Some(a);
+        }
+        if let Some(h) = self.protect_hard_links {
+            settings.protect_hard_links = h;
         }
         Ok(())
     }

@@ -1318,3 +1318,44 @@ async fn a_tie_between_none_and_write_denies() {
         );
     }
 }
+
+/// `fs/copy` onto a destination that is a hard link to a file outside the writable roots
+/// replaces the destination instead of writing through it: the outside file keeps its
+/// content. (`fs/writeFile` always replaces.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_never_reach_an_outside_file_through_a_hard_link() {
+    let s = scratch("fs-hardlink");
+    let c = client().await;
+    let ws = s.ws();
+    std::fs::hard_link(s.outside().join("secret"), ws.join("linked")).unwrap();
+    std::fs::hard_link(s.outside().join("secret"), ws.join("linked2")).unwrap();
+    std::fs::write(ws.join("src"), "new content\n").unwrap();
+    let pol = ws_write(&s);
+    c.call(
+        "fs/copy",
+        with(
+            &pol,
+            json!({"sourcePath": rel(&s, "ws/src"), "destinationPath": rel(&s, "ws/linked"), "recursive": false}),
+        ),
+    )
+    .await
+    .unwrap();
+    c.call(
+        "fs/writeFile",
+        with(
+            &pol,
+            json!({"path": rel(&s, "ws/linked2"), "dataBase64": "eA=="}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(s.outside().join("secret")).unwrap(),
+        "outside\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("linked")).unwrap(),
+        "new content\n"
+    );
+    assert_eq!(std::fs::read_to_string(ws.join("linked2")).unwrap(), "x");
+}

@@ -708,3 +708,66 @@ t("dev_null", lambda: open("/dev/null", "w").write("x"))
         "s3cret\n"
     );
 }
+
+/// A hard link inside the workspace to a file outside it, made before the process starts
+/// (here by the test, as a user or a tool would): Landlock alone lets the process write the
+/// outside file through it. With `--protect-hard-links` the link is read-only for the process
+/// (EROFS), reading it works, a link whose names are all inside stays writable, and a link
+/// made while the server runs (found from the census's inotify events) is protected for the
+/// next process too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_links_to_outside_files_are_read_only() {
+    let s = scratch("hardlink");
+    let ws = s.ws();
+    std::fs::hard_link(s.outside().join("file"), ws.join("linked")).unwrap();
+    std::fs::write(ws.join("mine"), "mine\n").unwrap();
+    std::fs::create_dir(ws.join("sub")).unwrap();
+    std::fs::hard_link(ws.join("mine"), ws.join("sub/mine2")).unwrap();
+    // Without the option the gap is there (the documented default)...
+    let plain = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &plain,
+        "hl0",
+        &ws,
+        ws_policy(false),
+        r#"t("append_linked", lambda: open("linked", "a").write("x"))"#,
+    )
+    .await;
+    expect(&r, "append_linked", "OK");
+    std::fs::write(s.outside().join("file"), "outside\n").unwrap();
+    // ...and with it, closed.
+    let c = Client::new(Transport::Stdio, &["--protect-hard-links"]).await;
+    let code = r#"
+t("read_linked", lambda: open("linked").read())
+t("append_linked", lambda: open("linked", "a").write("x"))
+t("truncate_linked", lambda: os.truncate("linked", 0))
+t("append_inside_pair", lambda: open("sub/mine2", "a").write("x"))
+t("write_new", lambda: open("new", "w").write("x"))
+"#;
+    let r = probe(&c, "hl1", &ws, ws_policy(false), code).await;
+    expect(&r, "read_linked", "OK");
+    expect(&r, "append_linked", "EROFS");
+    expect(&r, "truncate_linked", "EROFS");
+    expect(&r, "append_inside_pair", "OK");
+    expect(&r, "write_new", "OK");
+    assert_eq!(
+        std::fs::read_to_string(s.outside().join("file")).unwrap(),
+        "outside\n"
+    );
+    // A link made now, while the server runs, into a new directory.
+    std::fs::create_dir(ws.join("later")).unwrap();
+    std::fs::hard_link(s.outside().join("file"), ws.join("later/linked2")).unwrap();
+    let r = probe(
+        &c,
+        "hl2",
+        &ws,
+        ws_policy(false),
+        r#"t("append_linked2", lambda: open("later/linked2", "a").write("x"))"#,
+    )
+    .await;
+    expect(&r, "append_linked2", "EROFS");
+    assert_eq!(
+        std::fs::read_to_string(s.outside().join("file")).unwrap(),
+        "outside\n"
+    );
+}

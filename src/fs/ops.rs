@@ -361,6 +361,15 @@ pub fn copy(
 }
 
 fn copy_file(from: OwnedFd, dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), FsError> {
+    // A destination with other names (hard links) is replaced, not written through: one of
+    // them may be outside what the policy lets this call write (the other names keep the old
+    // content, as with fs/writeFile).
+    if let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        && SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
+        && st.st_nlink > 1
+    {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
+    }
     let to = open_in(
         dir,
         name,

@@ -12,11 +12,16 @@
 //! Walking the roots on every spawn would cost tens of milliseconds on a large tree, so the
 //! census keeps, per server, the regular files with more than one link under every root it
 //! has seen, and an inotify watch on every directory there. Before each use it reads the
-//! queued events: a new or renamed name, and a link count that changed (`IN_ATTRIB`, also
-//! when the new link was made outside), are applied to the entries of that directory.
-//! Directory renames and removals, and a queue overflow, cause a full walk. When watches
-//! cannot be added (the per-user limit), the census walks the roots on every use instead:
-//! slower, never less exact.
+//! queued events: names created, removed or renamed inside the roots are applied; directory
+//! renames and a queue overflow cause a full walk. When watches cannot be added (the per-user
+//! limit), the census walks the roots on every use instead.
+//!
+//! What it sees: every link that existed when a root was first walked, and every name created
+//! inside the roots since. What it does not see until the next full walk: a *new outside name*
+//! given to a file that lives inside (the kernel reports that link count change to watches
+//! on the file itself, not on its directory). That file's content is the workspace's own;
+//! writing it is what the policy allows, and the outside name was made by someone outside the
+//! sandbox to show exactly that file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -26,17 +31,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::policy::{Access, FsEntry};
+use super::policy::{Access, FsEntry, resolve};
 
 /// Filesystems the walk does not enter: they hold no user files, and some are unbounded.
 const PSEUDO_FS: [i64; 8] = [
-    0x9fa0,     // proc
-    0x6265_6572, // sysfs
-    0x0027_e0eb, // cgroup
-    0x6367_7270, // cgroup2
-    0x6462_6720, // debugfs
-    0x7472_6163, // tracefs
-    0x7363_6673, // securityfs
+    0x9fa0,                // proc
+    0x6265_6572,           // sysfs
+    0x0027_e0eb,           // cgroup
+    0x6367_7270,           // cgroup2
+    0x6462_6720,           // debugfs
+    0x7472_6163,           // tracefs
+    0x7363_6673,           // securityfs
     0xcafe_4a11u32 as i64, // bpf
 ];
 
@@ -61,12 +66,12 @@ pub struct LinkCensus {
     state: Mutex<State>,
 }
 
-/// The canonical writable directories of `entries` (outermost only).
-fn writable_roots(entries: &[(PathBuf, Access)]) -> Vec<PathBuf> {
+/// The writable directories of `entries` (outermost only).
+fn writable_roots(entries: &[FsEntry]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = entries
         .iter()
-        .filter(|(p, a)| *a == Access::Write && p.is_dir())
-        .map(|(p, _)| p.clone())
+        .filter(|e| e.access == Access::Write && e.path.is_dir())
+        .map(|e| e.path.clone())
         .collect();
     dirs.sort();
     let mut out: Vec<PathBuf> = Vec::new();
@@ -78,45 +83,73 @@ fn writable_roots(entries: &[(PathBuf, Access)]) -> Vec<PathBuf> {
     out
 }
 
-/// The access of a canonical path under canonical entries (longest prefix; ties: none >
-/// write > read), as PROTOCOL.md 6.1 resolves it.
-fn access_at(entries: &[(PathBuf, Access)], path: &Path) -> Access {
-    let mut best: Option<(usize, Access)> = None;
-    for (p, a) in entries {
-        if path.starts_with(p) {
-            let depth = p.components().count();
-            best = match best {
-                Some((d, b)) if d > depth || (d == depth && b.rank() >= a.rank()) => Some((d, b)),
-                _ => Some((depth, *a)),
-            };
-        }
-    }
-    best.map(|(_, a)| a).unwrap_or(Access::None)
-}
-
 impl LinkCensus {
     /// The writable names, under `entries`, of regular files that also have a name the
     /// entries do not make writable. Blocking (it may walk directory trees): call it off the
-    /// async runtime.
+    /// async runtime, or try [`LinkCensus::current`] first.
     pub fn outside_links(&self, entries: &[FsEntry]) -> Vec<PathBuf> {
-        // Names as the kernel sees them: entries resolved through symlinks.
-        let canonical: Vec<(PathBuf, Access)> = entries
-            .iter()
-            .filter_map(|e| std::fs::canonicalize(&e.path).ok().map(|p| (p, e.access)))
-            .collect();
-        let roots = writable_roots(&canonical);
+        let (canonical, roots) = canonical_entries(entries);
         if roots.is_empty() {
             return Vec::new();
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.refresh(&roots);
-        // Group the multi-link files by inode; count the names this policy makes writable.
+        st.findings(&canonical, &roots)
+    }
+
+    /// The same answer without blocking, when the census is already current for `entries`
+    /// (every root known, no event queued, watching works); `None` otherwise.
+    pub fn current(&self, entries: &[FsEntry]) -> Option<Vec<PathBuf>> {
+        let (canonical, roots) = canonical_entries(entries);
+        if roots.is_empty() {
+            return Some(Vec::new());
+        }
+        let st = self.state.try_lock().ok()?;
+        let known = roots
+            .iter()
+            .all(|r| st.roots.iter().any(|o| r.starts_with(o)));
+        if st.unwatchable || !known || st.pending_events() != 0 {
+            return None;
+        }
+        Some(st.findings(&canonical, &roots))
+    }
+}
+
+/// `entries` with their paths resolved as the kernel resolves them (missing ones dropped),
+/// and the writable directories among them.
+fn canonical_entries(entries: &[FsEntry]) -> (Vec<FsEntry>, Vec<PathBuf>) {
+    let canonical: Vec<FsEntry> = entries
+        .iter()
+        .filter_map(|e| {
+            std::fs::canonicalize(&e.path)
+                .ok()
+                .map(|path| FsEntry { path, ..e.clone() })
+        })
+        .collect();
+    let roots = writable_roots(&canonical);
+    (canonical, roots)
+}
+
+impl State {
+    /// Bytes of inotify events queued (0 when not watching).
+    fn pending_events(&self) -> i32 {
+        let Some(fd) = &self.inotify else { return 0 };
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+            return 1;
+        }
+        n
+    }
+
+    /// Groups the multi-link files under `roots` by inode and keeps the writable names of
+    /// those with more links than writable names.
+    fn findings(&self, canonical: &[FsEntry], roots: &[PathBuf]) -> Vec<PathBuf> {
         let mut by_inode: HashMap<(u64, u64), (u64, Vec<&PathBuf>)> = HashMap::new();
-        for (path, &(dev, ino, nlink)) in &st.multi {
-            if !roots.iter().any(|r| path.starts_with(r)) {
-                continue;
-            }
-            if access_at(&canonical, path) == Access::Write {
+        for (path, &(dev, ino, nlink)) in &self.multi {
+            if roots.iter().any(|r| path.starts_with(r))
+                && resolve(canonical, path) == Access::Write
+            {
                 by_inode
                     .entry((dev, ino))
                     .or_insert((nlink, Vec::new()))
@@ -132,34 +165,31 @@ impl LinkCensus {
         out.sort();
         out
     }
-}
 
-impl State {
     /// Brings the census up to date for `roots`.
     fn refresh(&mut self, roots: &[PathBuf]) {
         if self.unwatchable {
             self.rewalk(roots);
             return;
         }
-        let mut rewalk = self.drain_events();
-        if !roots.iter().all(|r| self.roots.iter().any(|o| r.starts_with(o))) {
-            rewalk |= roots.iter().any(|r| {
-                // A new root above an old one: walk it whole, the old one included.
-                self.roots.iter().any(|o| o.starts_with(r))
-            });
-            if !rewalk {
-                for r in roots {
-                    if !self.roots.iter().any(|o| r.starts_with(o)) {
-                        self.roots.insert(r.clone());
-                        self.walk(r);
-                    }
-                }
-            }
-        }
-        if rewalk || self.unwatchable {
-            let mut all: Vec<PathBuf> = self.roots.iter().cloned().collect();
-            all.extend(roots.iter().cloned());
+        let stale = self.drain_events();
+        let new: Vec<PathBuf> = roots
+            .iter()
+            .filter(|r| !self.roots.iter().any(|o| r.starts_with(o)))
+            .cloned()
+            .collect();
+        // A new root above an old one is walked whole, the old one included.
+        let above = new
+            .iter()
+            .any(|r| self.roots.iter().any(|o| o.starts_with(r)));
+        if stale || above || self.unwatchable {
+            let all: Vec<PathBuf> = self.roots.iter().chain(roots).cloned().collect();
             self.rewalk(&all);
+        } else {
+            for r in new {
+                self.walk(&r);
+                self.roots.insert(r);
+            }
         }
     }
 
@@ -187,6 +217,7 @@ impl State {
             // SAFETY: inotify_init1 has no memory arguments.
             let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
             if fd < 0 {
+                // The per-user instance limit: walk on every use.
                 self.unwatchable = true;
                 return;
             }
@@ -209,10 +240,15 @@ impl State {
         // SAFETY: a valid fd and C string.
         let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
         if wd < 0 {
-            // Most likely the per-user watch limit: walk on every use from now on.
-            self.unwatchable = true;
-            self.inotify = None;
-            self.dirs.clear();
+            let e = std::io::Error::last_os_error().raw_os_error();
+            if matches!(e, Some(libc::ENOSPC | libc::ENOMEM)) {
+                // The per-user watch limit: walk on every use from now on.
+                self.unwatchable = true;
+                self.inotify = None;
+                self.dirs.clear();
+            }
+            // Otherwise the directory is gone or not readable (then it cannot be listed
+            // either, by the census or by a process).
             return;
         }
         self.dirs.insert(wd, dir.to_path_buf());
@@ -282,15 +318,16 @@ impl State {
                     continue;
                 }
                 let dir_event = ev.mask & libc::IN_ISDIR != 0;
-                if ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
-                    || (dir_event
-                        && ev.mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_DELETE)
-                            != 0)
+                if ev.mask & libc::IN_MOVE_SELF != 0
+                    || (dir_event && ev.mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0)
                 {
-                    // A directory moved or went away: the paths below it changed.
+                    // A directory moved: every path below it changed.
                     return true;
                 }
-                let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+                let name_len = name_bytes
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(name_bytes.len());
                 if name_len == 0 {
                     continue;
                 }
@@ -309,9 +346,8 @@ impl State {
                     }
                 }
                 Ok(meta) => self.note_file(path, &meta),
-                Err(_) => {
-                    self.multi.remove(&path);
-                }
+                // Gone (a file, or a directory with everything below it).
+                Err(_) => self.multi.retain(|p, _| !p.starts_with(&path)),
             }
         }
         self.unwatchable
@@ -365,27 +401,34 @@ mod tests {
         ];
         let census = LinkCensus::default();
         let ws = std::fs::canonicalize(&ws).unwrap();
+        assert_eq!(census.current(&entries), None, "a new root needs a walk");
         assert_eq!(
             census.outside_links(&entries),
             vec![ws.join("cfg"), ws.join("sub/link")]
         );
-        // A link made later, inside (new name) and from outside (link count of an inside
-        // file): both are seen on the next use, without a walk.
+        assert_eq!(
+            census.current(&entries),
+            Some(vec![ws.join("cfg"), ws.join("sub/link")])
+        );
+        // A link made later inside, in a new directory too, and one removed: seen on the next
+        // use from the events, without a walk.
         std::fs::write(out.join("other"), "o").unwrap();
         std::fs::hard_link(out.join("other"), ws.join("late")).unwrap();
-        std::fs::write(ws.join("b"), "b").unwrap();
-        std::fs::hard_link(ws.join("b"), out.join("b-outside")).unwrap();
+        std::fs::create_dir(ws.join("new")).unwrap();
+        std::fs::hard_link(out.join("other"), ws.join("new/late2")).unwrap();
         std::fs::remove_file(ws.join("sub/link")).unwrap();
+        assert_eq!(census.current(&entries), None, "events are queued");
         assert_eq!(
             census.outside_links(&entries),
-            vec![ws.join("b"), ws.join("cfg"), ws.join("late")]
+            vec![ws.join("cfg"), ws.join("late"), ws.join("new/late2")]
         );
-        // A directory renamed away and back: the census walks again and stays exact.
+        // A directory renamed: the census walks again and stays exact.
         std::fs::rename(ws.join("sub"), ws.join("sub2")).unwrap();
         std::fs::hard_link(out.join("secret"), ws.join("sub2/again")).unwrap();
+        std::fs::remove_dir_all(ws.join("new")).unwrap();
         assert_eq!(
             census.outside_links(&entries),
-            vec![ws.join("b"), ws.join("cfg"), ws.join("late"), ws.join("sub2/again")]
+            vec![ws.join("cfg"), ws.join("late"), ws.join("sub2/again")]
         );
         let _ = std::fs::remove_dir_all(&base);
     }

@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod landlock;
+pub mod links;
 pub mod policy;
 pub mod prepare;
 pub mod probe;

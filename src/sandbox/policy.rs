@@ -135,20 +135,26 @@ impl SandboxPolicy {
         let Filesystem::Restricted(entries) = &self.filesystem else {
             return Access::Write;
         };
-        let mut best: Option<(usize, Access)> = None;
-        for e in entries {
-            if path.starts_with(&e.path) {
-                let depth = e.path.components().count();
-                best = match best {
-                    Some((d, a)) if d > depth || (d == depth && a.rank() >= e.access.rank()) => {
-                        Some((d, a))
-                    }
-                    _ => Some((depth, e.access)),
-                };
-            }
-        }
-        best.map(|(_, a)| a).unwrap_or(Access::None)
+        resolve(entries, path)
     }
+}
+
+/// The access `entries` grant at `path`: the longest prefix by whole components decides, on a
+/// tie `none` beats `write` beats `read`, and a path no entry covers is `none` (6.1).
+pub fn resolve(entries: &[FsEntry], path: &Path) -> Access {
+    let mut best: Option<(usize, Access)> = None;
+    for e in entries {
+        if path.starts_with(&e.path) {
+            let depth = e.path.components().count();
+            best = match best {
+                Some((d, a)) if d > depth || (d == depth && a.rank() >= e.access.rank()) => {
+                    Some((d, a))
+                }
+                _ => Some((depth, e.access)),
+            };
+        }
+    }
+    best.map(|(_, a)| a).unwrap_or(Access::None)
 }
 
 /// One entry per path: the winner of the tie rule (`none` beats `write` beats `read`), in

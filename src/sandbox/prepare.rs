@@ -24,6 +24,9 @@ pub struct SandboxSettings {
     pub allow_degraded: bool,
     /// Landlock ABI to use at most (tests simulate older kernels with it).
     pub landlock_abi_cap: Option<i32>,
+    /// Make files with a hard link outside the writable roots read-only for processes (see
+    /// [`crate::sandbox::links`]).
+    pub protect_hard_links: bool,
 }
 
 impl Default for SandboxSettings {
@@ -34,6 +37,7 @@ impl Default for SandboxSettings {
             allow_network: true,
             allow_degraded: false,
             landlock_abi_cap: None,
+            protect_hard_links: false,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::protocol::process::{
 use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
 use crate::sandbox::child::Stage;
+use crate::sandbox::policy::{Access, Filesystem, FsEntry, SandboxPolicy};
 use crate::sandbox::{policy, prepare};
 
 /// A handler's outcome, plus an optional gate fired once the response has been queued
@@ -190,6 +191,42 @@ async fn start(server: &Arc<Server>, session: &Arc<Session>, params: Value) -> R
     }
 }
 
+/// With `--protect-hard-links`: adds a read-only entry for every writable name of a file that
+/// also has a name outside the writable roots (see [`crate::sandbox::links`]); Landlock alone
+/// would let the process write that file through the inside name.
+async fn protect_outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) {
+    if !server.config.sandbox.protect_hard_links {
+        return;
+    }
+    let Filesystem::Restricted(entries) = &mut policy.filesystem else {
+        return;
+    };
+    let found = match server.links.current(entries) {
+        Some(found) => found,
+        None => {
+            let census = server.links.clone();
+            let snapshot = entries.clone();
+            tokio::task::spawn_blocking(move || census.outside_links(&snapshot))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    if found.is_empty() {
+        return;
+    }
+    policy.notes.push(format!(
+        "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
+        found.len()
+    ));
+    entries.extend(found.into_iter().map(|path| FsEntry {
+        path,
+        access: Access::Read,
+        origin: "a hard link to a file outside the writable roots",
+        skip_if_missing: true,
+    }));
+    *entries = policy::winning_entries(std::mem::take(entries));
+}
+
 async fn start_inner(
     server: &Arc<Server>,
     session: &Arc<Session>,
@@ -276,6 +313,7 @@ async fn start_inner(
                 .into(),
         );
     }
+    protect_outside_links(server, &mut sandbox_policy).await;
     let prepared = prepare::prepare(
         &sandbox_policy,
         server.host_support,

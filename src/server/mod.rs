@@ -17,6 +17,7 @@ use crate::fs::FsService;
 use crate::process::cgroup::CgroupRoot;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
+use crate::sandbox::links::LinkCensus;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::{HostSupport, SeccompCache};
 use crate::sandbox::probe;
@@ -58,6 +59,8 @@ pub struct Server {
     pub fs: FsService,
     /// The delegated cgroup v2 directory, when configured.
     pub cgroup: Option<Arc<CgroupRoot>>,
+    /// Hard links out of the writable roots (made read-only for processes).
+    pub links: Arc<LinkCensus>,
 }
 
 impl Server {
@@ -99,6 +102,7 @@ impl Server {
         Ok(Arc::new(Server {
             fs,
             cgroup,
+            links: Arc::new(LinkCensus::default()),
             config,
             spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),
