@@ -75,7 +75,7 @@ impl Server {
             seccomp: probe::seccomp(),
             user_namespaces: probe::user_namespaces(),
         };
-        let seccomp = SeccompCache::build().map_err(std::io::Error::other)?;
+        let seccomp = SeccompCache::build();
         let mut host = hostinfo::HostInfo::probe();
         host.sandbox_support.landlock_abi = host_support.landlock_abi;
         host.sandbox_support.seccomp = host_support.seccomp;
