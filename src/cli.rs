@@ -208,12 +208,14 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "N")]
     pub landlock_abi: Option<i32>,
 
-    /// Make read-only, for processes, every file in a writable root that also has a hard link
-    /// outside the writable roots (through which Landlock would let the process write the
-    /// outside file). Costs a walk of each root the first time it is used, an inotify watch
-    /// per directory, and one bind mount per such file per spawn.
+    /// Let processes write files that also have a hard link outside the writable roots.
+    /// Security meaning: Landlock grants rights on whatever a writable path reaches, so a
+    /// process can then change a file outside its writable roots through a hard link that
+    /// already existed inside them (it cannot make new ones). By default such names are
+    /// read-only for processes, which costs a walk of each writable root on first use and an
+    /// inotify watch per directory.
     #[arg(long)]
-    pub protect_hard_links: bool,
+    pub no_protect_hard_links: bool,
 }
 
 impl SandboxArgs {
@@ -238,8 +240,8 @@ impl SandboxArgs {
         if let Some(a) = self.landlock_abi {
             settings.landlock_abi_cap = Some(a);
         }
-        if self.protect_hard_links {
-            settings.protect_hard_links = true;
+        if self.no_protect_hard_links {
+            settings.protect_hard_links = false;
         }
         Ok(())
     }

@@ -137,7 +137,7 @@ pub struct SandboxSection {
     pub allow_degraded: Option<bool>,
     /// Use at most this Landlock ABI (simulates older kernels).
     pub landlock_abi: Option<i32>,
-    /// Make files with a hard link outside the writable roots read-only. Built-in: false.
+    /// Make files with a hard link outside the writable roots read-only. Built-in: true.
     pub protect_hard_links: Option<bool>,
 }
 

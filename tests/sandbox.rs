@@ -281,6 +281,64 @@ t("ws_write", lambda: open("file2", "w").write("x"))
     assert_eq!(r["sandbox"]["filesystem"], "landlock+mount-namespace");
 }
 
+/// Processes with the same mount plan share one namespace (built by the first, joined by the
+/// next): it must never outlive what it captured. A protected `.git` replaced on the host is
+/// protected again for the next process, and (as root, who can mount) a mount made on the host
+/// after the namespace was built is visible to the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_namespaces_follow_the_host() {
+    let s = scratch("nsreuse");
+    let ws = s.ws();
+    let git_init = || {
+        let st = std::process::Command::new("/usr/bin/git")
+            .args(["init", "-q"])
+            .current_dir(&ws)
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    };
+    git_init();
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let code = r#"
+t("config_write", lambda: open(".git/config", "a"))
+t("ws_write", lambda: open("file2", "w").write("x"))
+t("see_mount", lambda: open("mnt/marker").read())
+"#;
+    for round in 0..2 {
+        let r = probe(&c, &format!("p{round}"), &ws, ws_policy(false), code).await;
+        expect(&r, "config_write", "EROFS");
+        expect(&r, "ws_write", "OK");
+        expect(&r, "see_mount", "ENOENT");
+    }
+    // The whole git dir replaced on the host: the old namespace's bind went with the old one.
+    std::fs::remove_dir_all(ws.join(".git")).unwrap();
+    git_init();
+    let r = probe(&c, "after_reinit", &ws, ws_policy(false), code).await;
+    expect(&r, "config_write", "EROFS");
+    expect(&r, "ws_write", "OK");
+    // A mount made on the host (root only).
+    std::fs::create_dir(ws.join("mnt")).unwrap();
+    let target = std::ffi::CString::new(ws.join("mnt").to_str().unwrap()).unwrap();
+    // SAFETY: mount with valid C strings.
+    let mounted = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    } == 0;
+    if mounted {
+        std::fs::write(ws.join("mnt/marker"), "m").unwrap();
+        let r = probe(&c, "after_mount", &ws, ws_policy(false), code).await;
+        // SAFETY: unmounting what this test mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        expect(&r, "see_mount", "OK");
+        expect(&r, "config_write", "EROFS");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_blocked_and_allowed() {
     let s = scratch("net");
@@ -711,10 +769,10 @@ t("dev_null", lambda: open("/dev/null", "w").write("x"))
 
 /// A hard link inside the workspace to a file outside it, made before the process starts
 /// (here by the test, as a user or a tool would): Landlock alone lets the process write the
-/// outside file through it. With `--protect-hard-links` the link is read-only for the process
-/// (EROFS), reading it works, a link whose names are all inside stays writable, and a link
-/// made while the server runs (found from the census's inotify events) is protected for the
-/// next process too.
+/// outside file through it. By default the link is read-only for the process (EROFS), reading
+/// it works, a link whose names are all inside stays writable, and a link made while the server
+/// runs (found from the census's inotify events) is protected for the next process too.
+/// `--no-protect-hard-links` is the operator's explicit opt-out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_links_to_outside_files_are_read_only() {
     let s = scratch("hardlink");
@@ -723,8 +781,8 @@ async fn hard_links_to_outside_files_are_read_only() {
     std::fs::write(ws.join("mine"), "mine\n").unwrap();
     std::fs::create_dir(ws.join("sub")).unwrap();
     std::fs::hard_link(ws.join("mine"), ws.join("sub/mine2")).unwrap();
-    // Without the option the gap is there (the documented default)...
-    let plain = Client::new(Transport::Stdio, &[]).await;
+    // With the opt-out the gap is there (as documented)...
+    let plain = Client::new(Transport::Stdio, &["--no-protect-hard-links"]).await;
     let r = probe(
         &plain,
         "hl0",
@@ -735,8 +793,8 @@ async fn hard_links_to_outside_files_are_read_only() {
     .await;
     expect(&r, "append_linked", "OK");
     std::fs::write(s.outside().join("file"), "outside\n").unwrap();
-    // ...and with it, closed.
-    let c = Client::new(Transport::Stdio, &["--protect-hard-links"]).await;
+    // ...and by default, closed.
+    let c = Client::new(Transport::Stdio, &[]).await;
     let code = r#"
 t("read_linked", lambda: open("linked").read())
 t("append_linked", lambda: open("linked", "a").write("x"))

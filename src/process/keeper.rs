@@ -76,8 +76,8 @@ fn write_all(fd: i32, mut data: &[u8]) {
 
 /// Closes every fd except those in `keep` (at most 8). Async-signal-safe.
 fn close_all_except(keep: &[i32]) {
-    let mut sorted = [-1i32; 8];
-    let n = keep.len().min(8);
+    let mut sorted = [-1i32; 10];
+    let n = keep.len().min(10);
     sorted[..n].copy_from_slice(&keep[..n]);
     let sorted = &mut sorted[..n];
     // Insertion sort: no allocation.
@@ -259,6 +259,13 @@ pub unsafe fn keeper_main(
         // The parent (the zygote) may have died before PDEATHSIG was armed.
         let mut kill_mode = libc::getppid() != parent_pid;
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+        let (ns_a, ns_b) = match &plan.sandbox.mounts {
+            Some(m) => match m.join {
+                Some((user, mnt)) => (user, mnt),
+                None => (m.capture_fd, -1),
+            },
+            None => (-1, -1),
+        };
         close_all_except(&[
             fds.stdin,
             fds.stdout,
@@ -266,6 +273,8 @@ pub unsafe fn keeper_main(
             fds.error_pipe,
             fds.status_pipe,
             plan.sandbox.ruleset_fd,
+            ns_a,
+            ns_b,
         ]);
 
         let target = spawn_target(plan, fds, target_stack);

@@ -11,8 +11,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::Semaphore;
 
 use super::sys::{self, AsyncPipe, PidFd};
-use super::zygote::{self, KeeperRequest, Zygote};
+use super::zygote::{self, KeeperRequest, NamespaceMode, Zygote};
 use crate::sandbox::child::{ChildFds, Stage};
+use crate::sandbox::mountns::NamespaceFds;
 
 /// What to start.
 pub struct SpawnSpec {
@@ -27,6 +28,20 @@ pub struct SpawnSpec {
     /// The process cgroup's `cgroup.procs`, opened for writing: the keeper moves itself in
     /// before starting the program (sent after the ruleset).
     pub cgroup_procs: Option<OwnedFd>,
+    /// How the program gets its mount namespace, when `request.mounts` asks for one.
+    pub namespace: SpawnNamespace,
+}
+
+/// How a spawn gets its mount namespace (see [`crate::sandbox::mountns`]).
+#[derive(Debug, Default)]
+pub enum SpawnNamespace {
+    /// Built from `request.mounts` (if any).
+    #[default]
+    Build,
+    /// Built, and captured for reuse: [`Spawned::captured`] holds its fds.
+    BuildAndCapture,
+    /// Joined: `request.mounts` is ignored.
+    Join(Arc<NamespaceFds>),
 }
 
 /// Which stream an output fd carries.
@@ -65,6 +80,9 @@ pub struct Spawned {
     pub pty: Option<Arc<AsyncPipe>>,
     /// Keeper status pipe, positioned after the pid: the exit record comes next.
     pub status: pipe::Receiver,
+    /// With [`SpawnNamespace::BuildAndCapture`]: the namespace's fds (user namespace first,
+    /// when there is one), as the program sent them before exec; empty if it could not.
+    pub captured: Vec<OwnedFd>,
 }
 
 /// Why a spawn failed.
@@ -139,8 +157,21 @@ impl Spawner {
     }
 
     /// Starts a process. On error nothing is left running.
-    pub async fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, SpawnError> {
+    pub async fn spawn(&self, mut spec: SpawnSpec) -> Result<Spawned, SpawnError> {
         let setup = |what| move |source| SpawnError::Setup { what, source };
+        let mut capture = None;
+        match &spec.namespace {
+            SpawnNamespace::Build => spec.request.namespace = NamespaceMode::Build,
+            SpawnNamespace::BuildAndCapture => {
+                spec.request.namespace = NamespaceMode::BuildAndCapture;
+                capture = Some(sys::seqpacket_pair().map_err(setup("namespace socket"))?);
+            }
+            SpawnNamespace::Join(ns) => {
+                spec.request.namespace = NamespaceMode::Join;
+                spec.request.mounts.clear();
+                spec.request.userns = ns.user.is_some();
+            }
+        }
         let (err_r, err_w) = sys::pipe().map_err(setup("error pipe"))?;
         let (status_r, status_w) = sys::pipe().map_err(setup("status pipe"))?;
         // (server side, child side) pairs.
@@ -224,6 +255,16 @@ impl Spawner {
         if let Some(c) = &spec.cgroup_procs {
             raw.push(c.as_raw_fd());
         }
+        match &spec.namespace {
+            SpawnNamespace::Build => {}
+            SpawnNamespace::BuildAndCapture => {
+                raw.extend(capture.as_ref().map(|(_, child_end)| child_end.as_raw_fd()));
+            }
+            SpawnNamespace::Join(ns) => {
+                raw.extend(ns.user.as_ref().map(|u| u.as_raw_fd()));
+                raw.push(ns.mnt.as_raw_fd());
+            }
+        }
         self.send(len, inline, &raw)
             .await
             .map_err(setup("zygote"))?;
@@ -236,6 +277,7 @@ impl Spawner {
             status_w,
             memfd,
         ));
+        let capture = capture.map(|(server_end, _child_end)| server_end);
 
         let mut status = pipe::Receiver::from_owned_fd(status_r).map_err(setup("status pipe"))?;
         let mut err = pipe::Receiver::from_owned_fd(err_r).map_err(setup("error pipe"))?;
@@ -273,7 +315,10 @@ impl Spawner {
             return Err(failure);
         }
         let pid = i64::from_ne_bytes(pid_buf) as i32;
+        // The program sent its namespace before exec, and exec has happened: it is queued.
+        let captured = capture.as_ref().map(sys::recv_fds_now).unwrap_or_default();
         Ok(Spawned {
+            captured,
             pid,
             keeper,
             outputs,

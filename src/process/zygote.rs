@@ -63,6 +63,50 @@ pub struct KeeperRequest {
     /// A process cgroup's `cgroup.procs` is attached after the ruleset: the keeper joins it
     /// before starting the program.
     pub has_cgroup: bool,
+    /// How the target gets its mount namespace (when it needs one).
+    pub namespace: NamespaceMode,
+}
+
+/// How the target gets its mount namespace; the fds it needs follow the cgroup's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NamespaceMode {
+    /// Build it from `mounts` (none when `mounts` is empty).
+    #[default]
+    Build,
+    /// Build it, then send its fds back over the attached socket (see
+    /// [`crate::sandbox::mountns`]).
+    BuildAndCapture,
+    /// Join the attached namespace: the user namespace fd first when `userns` is set, then
+    /// the mount namespace fd. `mounts` is empty.
+    Join,
+}
+
+impl NamespaceMode {
+    fn byte(self) -> u8 {
+        match self {
+            NamespaceMode::Build => 0,
+            NamespaceMode::BuildAndCapture => 1,
+            NamespaceMode::Join => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<NamespaceMode> {
+        Some(match b {
+            0 => NamespaceMode::Build,
+            1 => NamespaceMode::BuildAndCapture,
+            2 => NamespaceMode::Join,
+            _ => return None,
+        })
+    }
+
+    /// How many fds the mode attaches.
+    pub fn fds(self, userns: bool) -> usize {
+        match self {
+            NamespaceMode::Build => 0,
+            NamespaceMode::BuildAndCapture => 1,
+            NamespaceMode::Join => 1 + usize::from(userns),
+        }
+    }
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -119,6 +163,7 @@ impl KeeperRequest {
         out.push(self.drop_caps as u8);
         out.push(self.no_core as u8);
         out.push(self.has_cgroup as u8);
+        out.push(self.namespace.byte());
         out
     }
 
@@ -149,14 +194,16 @@ impl KeeperRequest {
             drop_caps: *r.0.get(3)? != 0,
             no_core: *r.0.get(4)? != 0,
             has_cgroup: *r.0.get(5)? != 0,
+            namespace: NamespaceMode::from_byte(*r.0.get(6)?)?,
         };
-        if r.0.len() != 6 {
+        if r.0.len() != 7 {
             return None;
         }
         Some(req)
     }
 
-    fn into_plan(self, ruleset_fd: i32) -> Option<ExecPlan> {
+    /// The exec plan; `ns_fds` are the fds the namespace mode attached, in order.
+    fn into_plan(self, ruleset_fd: i32, ns_fds: &[i32]) -> Option<ExecPlan> {
         let c = |b: Vec<u8>| CString::new(b).ok();
         let mut sandbox = ChildSandbox::new(
             ruleset_fd,
@@ -174,7 +221,20 @@ impl KeeperRequest {
             sandbox.rlimits.push((resource, value));
         }
         sandbox.ignore_sigxfsz = self.ignore_sigxfsz;
-        if !self.mounts.is_empty() {
+        if ns_fds.len() != self.namespace.fds(self.userns) {
+            return None;
+        }
+        if self.namespace == NamespaceMode::Join {
+            let (user, mnt) = match ns_fds {
+                [user, mnt] => (*user, *mnt),
+                [mnt] => (-1, *mnt),
+                _ => return None,
+            };
+            sandbox.mounts = Some(MountPlan {
+                join: Some((user, mnt)),
+                ..MountPlan::default()
+            });
+        } else if !self.mounts.is_empty() {
             let mut ops = Vec::new();
             for m in self.mounts {
                 let (kind, path) = m.split_first()?;
@@ -196,7 +256,12 @@ impl KeeperRequest {
             } else {
                 None
             };
-            sandbox.mounts = Some(MountPlan { userns, ops });
+            sandbox.mounts = Some(MountPlan {
+                userns,
+                ops,
+                join: None,
+                capture_fd: ns_fds.first().copied().unwrap_or(-1),
+            });
         }
         Some(ExecPlan::new(
             c(self.program)?,
@@ -216,13 +281,14 @@ pub struct Zygote {
 
 /// Number of fds passed with every request (stdin, stdout, stderr, error pipe, status pipe);
 /// then, in this order and only when present: the request memfd (a request too large to travel
-/// inline), the Landlock ruleset, the process cgroup's `cgroup.procs`.
+/// inline), the Landlock ruleset, the process cgroup's `cgroup.procs`, the namespace fds of
+/// [`NamespaceMode`].
 const FDS_PER_REQUEST: usize = 5;
 
 /// Requests up to this size travel inside the datagram; larger ones in a memfd (sent as the
 /// sixth fd). Most requests are a few KiB: the inline path saves a memfd per spawn.
 pub const INLINE_MAX: usize = 32 * 1024;
-const MAX_FDS_PER_REQUEST: usize = 8;
+const MAX_FDS_PER_REQUEST: usize = 10;
 
 /// Idle keepers kept ready.
 const POOL_SIZE: usize = 4;
@@ -554,7 +620,19 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
             );
         }
     }
-    let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd)) {
+    let ns_fds: Vec<i32> = match &decoded {
+        Some(r) => {
+            let first = next_fd + usize::from(r.has_ruleset) + usize::from(r.has_cgroup);
+            let n = r.namespace.fds(r.userns);
+            match fds.get(first..first + n) {
+                Some(f) => f.iter().map(|f| f.as_raw_fd()).collect(),
+                // SAFETY: exiting: a promised namespace fd is missing.
+                None => unsafe { libc::_exit(1) },
+            }
+        }
+        None => Vec::new(),
+    };
+    let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd, &ns_fds)) {
         Some(p) => p,
         // SAFETY: exiting.
         None => unsafe { libc::_exit(1) },
@@ -592,6 +670,7 @@ mod tests {
             rlimits: vec![[3u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0].to_vec()],
             ignore_sigxfsz: true,
             has_cgroup: true,
+            namespace: NamespaceMode::Join,
         };
         assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
         let enc = r.encode();

@@ -136,12 +136,31 @@ pub enum MountKind {
 }
 
 /// The mount namespace setup, prepared in the keeper (strings allocated before clone).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MountPlan {
     /// When not root: `(uid_map, gid_map)` lines for a new user namespace.
     pub userns: Option<(CString, CString)>,
     /// The mounts, in order (parents before children).
     pub ops: Vec<(MountKind, CString)>,
+    /// Join an existing namespace instead of building one: `(user ns fd or -1, mount ns fd)`.
+    /// The server keeps one namespace per distinct mount plan (see
+    /// [`crate::sandbox::mountns`]); `ops` is then empty.
+    pub join: Option<(i32, i32)>,
+    /// After building the namespace, send its fds (user ns first when there is one, then the
+    /// mount ns) over this `SOCK_SEQPACKET` socket, so that the server can reuse it (-1: no).
+    /// Done before exec: what the server receives is exactly what the plan built.
+    pub capture_fd: i32,
+}
+
+impl Default for MountPlan {
+    fn default() -> Self {
+        MountPlan {
+            userns: None,
+            ops: Vec::new(),
+            join: None,
+            capture_fd: -1,
+        }
+    }
 }
 
 impl ChildSandbox {
@@ -422,8 +441,82 @@ fn open_stash(m: &MountPlan) -> Option<&'static CStr> {
     Some(dir)
 }
 
-/// Creates the private mount namespace and applies the mounts. Async-signal-safe.
+/// Joins the prepared namespace, or creates the private mount namespace and applies the
+/// mounts. Async-signal-safe.
 fn apply_mounts(m: &MountPlan, ep: i32) {
+    if let Some((user, mnt)) = m.join {
+        // SAFETY: setns on fds the keeper received; the target is single-threaded and does not
+        // share its fs struct (no CLONE_FS), as setns requires.
+        unsafe {
+            if user >= 0 && libc::setns(user, libc::CLONE_NEWUSER) < 0 {
+                fail(ep, Stage::Mounts, errno());
+            }
+            // Also moves root and cwd to the namespace's root; the server only joins when that
+            // is the root it runs in (see `probe::setns_keeps_root`), and chdir follows.
+            if libc::setns(mnt, libc::CLONE_NEWNS) < 0 {
+                fail(ep, Stage::Mounts, errno());
+            }
+        }
+        return;
+    }
+    build_namespace(m, ep);
+    if m.capture_fd >= 0 {
+        capture_namespace(m.capture_fd, m.userns.is_some());
+    }
+}
+
+/// Sends this process's user (when `userns`) and mount namespace fds over `sock`, then closes
+/// them. Best effort: on any failure the server simply gets nothing and builds the namespace
+/// again next time. Async-signal-safe (stack buffers only).
+fn capture_namespace(sock: i32, userns: bool) {
+    // SAFETY: open/sendmsg/close on stack buffers sized for two fds.
+    unsafe {
+        let mut fds = [-1i32; 2];
+        let mut n = 0;
+        if userns {
+            fds[n] = libc::open(
+                c"/proc/self/ns/user".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            n += 1;
+        }
+        fds[n] = libc::open(
+            c"/proc/self/ns/mnt".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        n += 1;
+        if fds[..n].iter().all(|&fd| fd >= 0) {
+            let mut byte = [n as u8];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            // Room for a cmsg header and two ints, 8-byte aligned.
+            let mut control = [0u64; 4];
+            let space = libc::CMSG_SPACE((n * std::mem::size_of::<i32>()) as u32) as usize;
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN((n * std::mem::size_of::<i32>()) as u32) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), n);
+            libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        }
+        for &fd in &fds[..n] {
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+        libc::close(sock);
+    }
+}
+
+/// Creates the private mount namespace and applies the mounts. Async-signal-safe.
+fn build_namespace(m: &MountPlan, ep: i32) {
     // SAFETY: plain syscalls on prepared C strings.
     unsafe {
         let flags = if m.userns.is_some() {

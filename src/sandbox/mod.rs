@@ -1,9 +1,11 @@
-//! The sandbox: the policy model and its enforcement. Until the enforcement lands, only
-//! unconfined execution exists and every confining policy is refused (fail closed).
+//! The sandbox: the policy model (`policy`), what the host can enforce (`probe`), the
+//! preparation of a policy in the parent (`prepare`, `landlock`, `seccomp`, `links`,
+//! `mountns`) and what the child applies between fork and exec (`child`).
 
 pub mod child;
 pub mod landlock;
 pub mod links;
+pub mod mountns;
 pub mod policy;
 pub mod prepare;
 pub mod probe;

@@ -25,7 +25,7 @@ pub struct SandboxSettings {
     /// Landlock ABI to use at most (tests simulate older kernels with it).
     pub landlock_abi_cap: Option<i32>,
     /// Make files with a hard link outside the writable roots read-only for processes (see
-    /// [`crate::sandbox::links`]).
+    /// [`crate::sandbox::links`]). On by default.
     pub protect_hard_links: bool,
 }
 
@@ -37,7 +37,7 @@ impl Default for SandboxSettings {
             allow_network: true,
             allow_degraded: false,
             landlock_abi_cap: None,
-            protect_hard_links: false,
+            protect_hard_links: true,
         }
     }
 }
@@ -212,13 +212,17 @@ pub fn unenforceable(policy: &SandboxPolicy, missing: &[String]) -> RpcError {
     )
 }
 
-/// Prepares a policy for a process in `cwd`.
+/// Prepares a policy for a process. `read_only_files` are files inside the writable roots
+/// that the process must not write (hard links out of them, see [`super::links`]): real paths,
+/// each made a read-only bind mount. Landlock cannot take a right back inside a granted tree,
+/// so they need no rule there.
 pub fn prepare(
     policy: &SandboxPolicy,
     host: HostSupport,
     settings: &SandboxSettings,
     seccomp_cache: &SeccompCache,
     server_is_root: bool,
+    read_only_files: &[std::path::PathBuf],
 ) -> Result<Prepared, RpcError> {
     check_allowed(policy, settings)?;
     if policy.is_unconfined() {
@@ -240,8 +244,17 @@ pub fn prepare(
     };
     if entries.is_some() {
         missing.extend(filesystem_gap(abi));
-        let (m, unprotectable) = carve_outs(entries.unwrap_or(&[]));
+        let (mut m, unprotectable) = carve_outs(entries.unwrap_or(&[]));
         missing.extend(unprotectable);
+        {
+            use std::os::unix::ffi::OsStrExt;
+            // Files below no carve-out (they resolve to `write`): order among them is free.
+            m.extend(read_only_files.iter().map(|f| {
+                let mut op = vec![0u8];
+                op.extend_from_slice(f.as_os_str().as_bytes());
+                op
+            }));
+        }
         if !m.is_empty() && !server_is_root && !host.user_namespaces {
             missing.push(
                 "user namespaces (for the private mount namespace that makes subpaths read-only or hidden)"

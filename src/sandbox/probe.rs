@@ -27,3 +27,62 @@ pub fn user_namespaces() -> bool {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0)
 }
+
+/// Whether joining a mount namespace with `setns` keeps this process's root: false when the
+/// server runs under `chroot` (setns would move a joining process to the namespace's real
+/// root, outside the chroot). Measured in a forked child, which makes a mount namespace
+/// (with a user namespace when not root), joins it and compares `/` before and after.
+/// Reusing namespaces ([`super::mountns`]) depends on it.
+pub fn setns_keeps_root() -> bool {
+    let mut before: libc::stat = unsafe_zeroed_stat();
+    // SAFETY: stat into a valid struct.
+    if unsafe { libc::stat(c"/".as_ptr(), &mut before) } < 0 {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let flags = if unsafe { libc::geteuid() } == 0 {
+        libc::CLONE_NEWNS
+    } else {
+        libc::CLONE_NEWNS | libc::CLONE_NEWUSER
+    };
+    // SAFETY: the child only makes async-signal-safe syscalls on stack data and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        // SAFETY: as above (child of a possibly multithreaded process: syscalls only).
+        unsafe {
+            if libc::unshare(flags) < 0 {
+                libc::_exit(2);
+            }
+            let fd = libc::open(c"/proc/self/ns/mnt".as_ptr(), libc::O_RDONLY);
+            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNS) < 0 {
+                libc::_exit(3);
+            }
+            let mut after: libc::stat = std::mem::zeroed();
+            if libc::stat(c"/".as_ptr(), &mut after) < 0 {
+                libc::_exit(4);
+            }
+            let same = after.st_dev == before.st_dev && after.st_ino == before.st_ino;
+            libc::_exit(if same { 0 } else { 1 });
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+fn unsafe_zeroed_stat() -> libc::stat {
+    // SAFETY: an all-zero stat is a valid value.
+    unsafe { std::mem::zeroed() }
+}

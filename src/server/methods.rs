@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use crate::fs::FsAnswer;
 use crate::paths::parse_wire_path;
 use crate::process::pump::{Pump, PumpConfig};
 use crate::process::resolve::resolve_program;
-use crate::process::spawn::{SpawnError, SpawnSpec};
+use crate::process::spawn::{SpawnError, SpawnNamespace, SpawnSpec};
 use crate::process::table::{Lookup, Process};
 use crate::process::zygote::KeeperRequest;
 use crate::protocol::process::{
@@ -28,7 +29,8 @@ use crate::protocol::process::{
 use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
 use crate::sandbox::child::Stage;
-use crate::sandbox::policy::{Access, Filesystem, FsEntry, SandboxPolicy};
+use crate::sandbox::mountns::NamespacePlan;
+use crate::sandbox::policy::{Filesystem, SandboxPolicy};
 use crate::sandbox::{policy, prepare};
 
 /// A handler's outcome, plus an optional gate fired once the response has been queued
@@ -191,15 +193,15 @@ async fn start(server: &Arc<Server>, session: &Arc<Session>, params: Value) -> R
     }
 }
 
-/// With `--protect-hard-links`: adds a read-only entry for every writable name of a file that
-/// also has a name outside the writable roots (see [`crate::sandbox::links`]); Landlock alone
-/// would let the process write that file through the inside name.
-async fn protect_outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) {
+/// Unless hard-link protection is off: every writable name of a file that also has a name
+/// outside the writable roots (see [`crate::sandbox::links`]), to be made read-only. Landlock
+/// alone would let the process write that file through the inside name.
+async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Vec<PathBuf> {
     if !server.config.sandbox.protect_hard_links {
-        return;
+        return Vec::new();
     }
-    let Filesystem::Restricted(entries) = &mut policy.filesystem else {
-        return;
+    let Filesystem::Restricted(entries) = &policy.filesystem else {
+        return Vec::new();
     };
     let found = match server.links.current(entries) {
         Some(found) => found,
@@ -211,20 +213,13 @@ async fn protect_outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy)
                 .unwrap_or_default()
         }
     };
-    if found.is_empty() {
-        return;
+    if !found.is_empty() {
+        policy.notes.push(format!(
+            "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
+            found.len()
+        ));
     }
-    policy.notes.push(format!(
-        "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
-        found.len()
-    ));
-    entries.extend(found.into_iter().map(|path| FsEntry {
-        path,
-        access: Access::Read,
-        origin: "a hard link to a file outside the writable roots",
-        skip_if_missing: true,
-    }));
-    *entries = policy::winning_entries(std::mem::take(entries));
+    found
 }
 
 async fn start_inner(
@@ -313,13 +308,14 @@ async fn start_inner(
                 .into(),
         );
     }
-    protect_outside_links(server, &mut sandbox_policy).await;
+    let linked = outside_links(server, &mut sandbox_policy).await;
     let prepared = prepare::prepare(
         &sandbox_policy,
         server.host_support,
         &server.config.sandbox,
         &server.seccomp,
         server.is_root,
+        &linked,
     )?;
     if p.argv.iter().any(|a| a.contains('\0')) {
         return Err(RpcError::invalid_params(
@@ -375,13 +371,26 @@ async fn start_inner(
             rlimits: rlimit_entries(&limits, tree),
             ignore_sigxfsz: limits.max_file_size_bytes.is_some(),
             has_cgroup: false,
+            namespace: Default::default(),
         },
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
         ruleset: prepared.ruleset,
         cgroup_procs: None,
+        namespace: SpawnNamespace::Build,
     };
     let mut spec = spec;
+    let mut capture = None;
+    if !prepared.mounts.is_empty() {
+        match server.namespaces.plan(&prepared.mounts, prepared.userns) {
+            NamespacePlan::Join(ns) => spec.namespace = SpawnNamespace::Join(ns),
+            NamespacePlan::Build { capture: Some(c) } => {
+                spec.namespace = SpawnNamespace::BuildAndCapture;
+                capture = Some(c);
+            }
+            NamespacePlan::Build { capture: None } => {}
+        }
+    }
     let cgroup = match &server.cgroup {
         Some(root) => {
             let group = root
@@ -405,13 +414,18 @@ async fn start_inner(
         )));
     }
     let started = Instant::now();
-    let spawned = match server.spawner.spawn(spec).await {
+    let mut spawned = match server.spawner.spawn(spec).await {
         Ok(s) => s,
         Err(e) => {
             session.processes.unreserve(&p.process_id);
             return Err(spawn_error(&program_name, &cwd, e));
         }
     };
+    if let Some(c) = capture {
+        server
+            .namespaces
+            .adopt(c, std::mem::take(&mut spawned.captured));
+    }
     let process = Arc::new(
         Process::new(
             p.process_id.clone(),

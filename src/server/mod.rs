@@ -18,6 +18,7 @@ use crate::process::cgroup::CgroupRoot;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
 use crate::sandbox::links::LinkCensus;
+use crate::sandbox::mountns::NamespaceCache;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::{HostSupport, SeccompCache};
 use crate::sandbox::probe;
@@ -61,6 +62,8 @@ pub struct Server {
     pub cgroup: Option<Arc<CgroupRoot>>,
     /// Hard links out of the writable roots (made read-only for processes).
     pub links: Arc<LinkCensus>,
+    /// Mount namespaces kept for reuse, one per mount plan.
+    pub namespaces: NamespaceCache,
 }
 
 impl Server {
@@ -103,6 +106,7 @@ impl Server {
             fs,
             cgroup,
             links: Arc::new(LinkCensus::default()),
+            namespaces: NamespaceCache::new(probe::setns_keeps_root()),
             config,
             spawner: Spawner::start(zygote)?,
             sessions: Arc::new(Sessions::default()),

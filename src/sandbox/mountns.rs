@@ -1,0 +1,344 @@
+//! Reusable mount namespaces: one per distinct mount plan, built by the first process that
+//! needs it and joined (`setns`) by the later ones.
+//!
+//! Why: building a private mount namespace costs one `unshare`, a recursive propagation change
+//! and two or three mount calls per carve-out, and tearing it down costs as much again when the
+//! process exits. With many carve-outs (each file with a hard link outside the writable roots
+//! is one, see [`super::links`]) that dominated a spawn: about 200 ms for 1,000 of them. Joining
+//! a finished namespace costs two `setns` calls, whatever it holds.
+//!
+//! Soundness: a namespace is only ever joined by processes whose plan is byte-for-byte the
+//! plan that built it, and only while nothing it captured has changed:
+//! - the paths it covers: each is stamped (device, inode, ctime) when the namespace is built
+//!   and checked again before every join. A covered path that was replaced, renamed or
+//!   re-linked on the host no longer carries its mount (the kernel detaches mounts from
+//!   dentries that go away), so the namespace is dropped and built again;
+//! - the host's mount table: a namespace is a copy of it, so every change to it (seen by
+//!   polling `/proc/self/mounts`) drops every namespace.
+//!
+//! The namespace is captured by the process that built it, before it executes anything (see
+//! `sandbox::child`), so what is reused is exactly what the plan built. No process in it can
+//! change it: Landlock forbids mounting, seccomp forbids the mount API, and none holds a
+//! capability. Joining also moves the process's root to the namespace's root, so the server
+//! only reuses namespaces when that root is its own ([`super::probe::setns_keeps_root`]).
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+/// At most this many namespaces are kept (least recently used dropped first).
+const CAPACITY: usize = 32;
+
+/// A captured namespace: what a process joins.
+#[derive(Debug)]
+pub struct NamespaceFds {
+    /// The user namespace (when the server is not root).
+    pub user: Option<OwnedFd>,
+    /// The mount namespace.
+    pub mnt: OwnedFd,
+}
+
+/// What a covered path was when the namespace was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+/// Stamps of every path of a mount plan (kind byte + path); `None` when one is missing.
+fn stamp_all(mounts: &[Vec<u8>]) -> Option<Vec<Stamp>> {
+    mounts
+        .iter()
+        .map(|m| {
+            let path = OsStr::from_bytes(m.get(1..)?);
+            let md = std::fs::symlink_metadata(path).ok()?;
+            Some(Stamp {
+                dev: md.dev(),
+                ino: md.ino(),
+                ctime: md.ctime(),
+                ctime_nsec: md.ctime_nsec(),
+            })
+        })
+        .collect()
+}
+
+/// How a process gets its mount namespace.
+#[derive(Debug)]
+pub enum NamespacePlan {
+    /// Join this finished namespace.
+    Join(Arc<NamespaceFds>),
+    /// Build one; when `capture` is set, hand the result to [`NamespaceCache::adopt`].
+    Build {
+        /// What to keep it under, if it may be kept.
+        capture: Option<Capture>,
+    },
+}
+
+/// The key and stamps of a namespace being built, to pass back to [`NamespaceCache::adopt`].
+#[derive(Debug)]
+pub struct Capture {
+    mounts: Vec<Vec<u8>>,
+    userns: bool,
+    stamps: Vec<Stamp>,
+    generation: u64,
+}
+
+struct Entry {
+    mounts: Vec<Vec<u8>>,
+    userns: bool,
+    stamps: Vec<Stamp>,
+    fds: Arc<NamespaceFds>,
+}
+
+struct State {
+    /// Most recently used first.
+    entries: VecDeque<Entry>,
+    /// Bumped whenever every entry is dropped; a capture from an older generation is stale.
+    generation: u64,
+}
+
+/// The server's namespaces, keyed by mount plan.
+pub struct NamespaceCache {
+    /// `/proc/self/mounts`, polled for changes of the host's mount table (`None`: disabled).
+    mount_table: Option<File>,
+    state: Mutex<State>,
+}
+
+impl NamespaceCache {
+    /// A cache; `enabled` is false when namespaces cannot be reused soundly on this host.
+    pub fn new(enabled: bool) -> NamespaceCache {
+        let mount_table = if enabled {
+            File::open("/proc/self/mounts").ok()
+        } else {
+            None
+        };
+        let cache = NamespaceCache {
+            mount_table,
+            state: Mutex::new(State {
+                entries: VecDeque::new(),
+                generation: 0,
+            }),
+        };
+        // The first poll reports a change: consume it now.
+        cache.mount_table_changed();
+        cache
+    }
+
+    /// Whether namespaces are reused at all.
+    pub fn enabled(&self) -> bool {
+        self.mount_table.is_some()
+    }
+
+    /// True when the host's mount table changed since the last call.
+    fn mount_table_changed(&self) -> bool {
+        let Some(f) = &self.mount_table else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd, without waiting.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n != 0 && pfd.revents & (libc::POLLPRI | libc::POLLERR) != 0
+    }
+
+    /// How a process with this mount plan (kind byte + path each; parents first) gets its
+    /// namespace.
+    pub fn plan(&self, mounts: &[Vec<u8>], userns: bool) -> NamespacePlan {
+        if !self.enabled() || mounts.is_empty() {
+            return NamespacePlan::Build { capture: None };
+        }
+        let stamps = stamp_all(mounts);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.mount_table_changed() {
+            st.entries.clear();
+            st.generation += 1;
+        }
+        let Some(stamps) = stamps else {
+            return NamespacePlan::Build { capture: None };
+        };
+        if let Some(i) = st
+            .entries
+            .iter()
+            .position(|e| e.userns == userns && e.mounts == mounts)
+        {
+            let entry = st.entries.remove(i).expect("index in range");
+            if entry.stamps == stamps {
+                let fds = entry.fds.clone();
+                st.entries.push_front(entry);
+                return NamespacePlan::Join(fds);
+            }
+        }
+        NamespacePlan::Build {
+            capture: Some(Capture {
+                mounts: mounts.to_vec(),
+                userns,
+                stamps,
+                generation: st.generation,
+            }),
+        }
+    }
+
+    /// Keeps the namespace a process built for `capture` (its fds: the user namespace first
+    /// when `userns`, then the mount namespace). Dropped when anything changed meanwhile.
+    pub fn adopt(&self, capture: Capture, mut fds: Vec<OwnedFd>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.mount_table_changed() {
+            st.entries.clear();
+            st.generation += 1;
+            return;
+        }
+        // Stamped before the build: a path replaced since then invalidates it at first use.
+        if st.generation != capture.generation || fds.len() != 1 + usize::from(capture.userns) {
+            return;
+        }
+        let mnt = fds.pop().expect("length checked");
+        let user = fds.pop();
+        st.entries
+            .retain(|e| !(e.userns == capture.userns && e.mounts == capture.mounts));
+        st.entries.push_front(Entry {
+            mounts: capture.mounts,
+            userns: capture.userns,
+            stamps: capture.stamps,
+            fds: Arc::new(NamespaceFds { user, mnt }),
+        });
+        st.entries.truncate(CAPACITY);
+    }
+
+    /// Namespaces currently kept.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
+    }
+
+    /// True when none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_fds() -> Vec<OwnedFd> {
+        vec![OwnedFd::from(File::open("/dev/null").unwrap())]
+    }
+
+    #[test]
+    fn a_namespace_is_reused_until_a_covered_path_changes() {
+        let dir = std::env::temp_dir().join(format!("stockade-mountns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config");
+        std::fs::write(&file, "a").unwrap();
+        let mut op = vec![0u8];
+        op.extend_from_slice(file.as_os_str().as_bytes());
+        let mounts = vec![op];
+        let cache = NamespaceCache::new(true);
+        assert!(cache.enabled());
+
+        let NamespacePlan::Build {
+            capture: Some(capture),
+        } = cache.plan(&mounts, false)
+        else {
+            panic!("the first use builds and captures");
+        };
+        cache.adopt(capture, fake_fds());
+        assert_eq!(cache.len(), 1);
+        assert!(matches!(cache.plan(&mounts, false), NamespacePlan::Join(_)));
+        // Another plan (or the same with a user namespace) is another namespace.
+        assert!(matches!(
+            cache.plan(&mounts, true),
+            NamespacePlan::Build { capture: Some(_) }
+        ));
+
+        // Replaced on the host (as an editor or git does: write a new file, rename it over).
+        let tmp = dir.join("config.tmp");
+        std::fs::write(&tmp, "b").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let NamespacePlan::Build {
+            capture: Some(capture),
+        } = cache.plan(&mounts, false)
+        else {
+            panic!("a replaced path must not be joined");
+        };
+        assert_eq!(cache.len(), 0);
+        // A capture with the wrong number of fds is not kept.
+        cache.adopt(capture, Vec::new());
+        assert_eq!(cache.len(), 0);
+
+        // Missing paths are never captured.
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(
+            cache.plan(&mounts, false),
+            NamespacePlan::Build { capture: None }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_of_the_host_mount_table_drops_every_namespace() {
+        let dir = std::env::temp_dir().join(format!("stockade-mountns-t-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut op = vec![0u8];
+        op.extend_from_slice(dir.as_os_str().as_bytes());
+        let mounts = vec![op];
+        let cache = NamespaceCache::new(true);
+        let NamespacePlan::Build {
+            capture: Some(capture),
+        } = cache.plan(&mounts, false)
+        else {
+            panic!("the first use builds and captures");
+        };
+        cache.adopt(capture, fake_fds());
+        assert!(matches!(cache.plan(&mounts, false), NamespacePlan::Join(_)));
+        let target = std::ffi::CString::new(dir.join("m").as_os_str().as_bytes()).unwrap();
+        std::fs::create_dir_all(dir.join("m")).unwrap();
+        // SAFETY: mount/umount with valid C strings.
+        let mounted = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        } == 0;
+        if mounted {
+            // SAFETY: as above.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            assert!(
+                matches!(cache.plan(&mounts, false), NamespacePlan::Build { .. }),
+                "a namespace copied from an older mount table was reused"
+            );
+            assert!(cache.is_empty());
+        } else {
+            // Not root: the mount table cannot be changed from here; at least nothing changed.
+            assert!(matches!(cache.plan(&mounts, false), NamespacePlan::Join(_)));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn disabled_cache_always_builds() {
+        let cache = NamespaceCache::new(false);
+        assert!(!cache.enabled());
+        let mounts = vec![b"\x00/".to_vec()];
+        assert!(matches!(
+            cache.plan(&mounts, false),
+            NamespacePlan::Build { capture: None }
+        ));
+    }
+}
