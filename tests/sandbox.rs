@@ -828,4 +828,23 @@ t("write_new", lambda: open("new", "w").write("x"))
         std::fs::read_to_string(s.outside().join("file")).unwrap(),
         "outside\n"
     );
+    // The same name replaced on the host by a link to another outside file: the namespace
+    // the earlier processes shared lost its bind there (the kernel detaches mounts from a
+    // replaced name), so it must not be joined again.
+    std::fs::write(s.outside().join("file2"), "outside2\n").unwrap();
+    std::fs::hard_link(s.outside().join("file2"), ws.join("linked.tmp")).unwrap();
+    std::fs::rename(ws.join("linked.tmp"), ws.join("linked")).unwrap();
+    let r = probe(
+        &c,
+        "hl3",
+        &ws,
+        ws_policy(false),
+        r#"t("append_linked", lambda: open("linked", "a").write("x"))"#,
+    )
+    .await;
+    expect(&r, "append_linked", "EROFS");
+    assert_eq!(
+        std::fs::read_to_string(s.outside().join("file2")).unwrap(),
+        "outside2\n"
+    );
 }

@@ -304,6 +304,11 @@ impl AsyncPipe {
         Ok(AsyncPipe { fd, eio_is_eof })
     }
 
+    /// Asks for a larger pipe buffer (best effort; see [`enlarge_pipe`]).
+    pub fn enlarge(&self, bytes: i32) {
+        enlarge_pipe(self.fd.get_ref(), bytes);
+    }
+
     /// The raw fd (for ioctls).
     pub fn raw(&self) -> RawFd {
         self.fd.get_ref().as_raw_fd()

@@ -51,8 +51,8 @@ pub struct KeeperRequest {
     pub drop_caps: bool,
     /// RLIMIT_CORE = 0.
     pub no_core: bool,
-    /// Mounts for a private mount namespace: kind byte (0 read-only, 1 hide dir, 2 hide file)
-    /// followed by the path. Empty: no mount namespace.
+    /// Mounts for a private mount namespace: kind byte (0 read-only, 1 hide dir, 2 hide file,
+    /// 3 read-only if present) followed by the path. Empty: no mount namespace.
     pub mounts: Vec<Vec<u8>>,
     /// Create a user namespace for the mounts (the server is not root).
     pub userns: bool,
@@ -242,6 +242,7 @@ impl KeeperRequest {
                     0 => MountKind::ReadOnly,
                     1 => MountKind::HideDir,
                     2 => MountKind::HideFile,
+                    3 => MountKind::ReadOnlyIfPresent,
                     _ => return None,
                 };
                 ops.push((kind, CString::new(path.to_vec()).ok()?));

@@ -133,6 +133,10 @@ pub enum MountKind {
     HideDir,
     /// Cover a file with an empty, mode-000, read-only file (see [`STASH_DIRS`]).
     HideFile,
+    /// As [`MountKind::ReadOnly`], skipped when the path is gone (a hard link the census
+    /// found may be removed between the census and the spawn; a missing name needs no
+    /// protection).
+    ReadOnlyIfPresent,
 }
 
 /// The mount namespace setup, prepared in the keeper (strings allocated before clone).
@@ -557,6 +561,13 @@ fn build_namespace(m: &MountPlan, ep: i32) {
         for (kind, path) in &m.ops {
             let p = path.as_ptr();
             let ok = match kind {
+                MountKind::ReadOnlyIfPresent => {
+                    if libc::mount(p, p, std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0 {
+                        remount_read_only(p)
+                    } else {
+                        errno() == libc::ENOENT
+                    }
+                }
                 MountKind::ReadOnly => {
                     libc::mount(
                         p,

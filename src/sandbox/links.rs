@@ -58,6 +58,11 @@ struct State {
     dirs: HashMap<i32, PathBuf>,
     /// Regular files with more than one link: path → (device, inode, link count).
     multi: BTreeMap<PathBuf, (u64, u64, u64)>,
+    /// Bumped whenever `multi` may have changed.
+    version: u64,
+    /// The last answer: `(version, canonical entries, findings)`. Most spawns ask the same
+    /// question of an unchanged census.
+    memo: Option<(u64, Vec<FsEntry>, Vec<PathBuf>)>,
 }
 
 /// The census, shared by all requests of a server.
@@ -83,35 +88,55 @@ fn writable_roots(entries: &[FsEntry]) -> Vec<PathBuf> {
     out
 }
 
+/// What the census found for a policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// The writable names of files that also have a name outside the writable roots.
+    pub paths: Vec<PathBuf>,
+    /// The census's version when they were found, while it is watching (`None` otherwise).
+    /// It changes whenever a multi-link file appears, disappears, or is replaced or relinked
+    /// anywhere under the watched roots, so an unchanged version means every path here still
+    /// names the file it named then (see [`crate::sandbox::mountns`]).
+    pub version: Option<u64>,
+}
+
 impl LinkCensus {
     /// The writable names, under `entries`, of regular files that also have a name the
     /// entries do not make writable. Blocking (it may walk directory trees): call it off the
     /// async runtime, or try [`LinkCensus::current`] first.
-    pub fn outside_links(&self, entries: &[FsEntry]) -> Vec<PathBuf> {
+    pub fn outside_links(&self, entries: &[FsEntry]) -> Findings {
         let (canonical, roots) = canonical_entries(entries);
         if roots.is_empty() {
-            return Vec::new();
+            return Findings::default();
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.refresh(&roots);
-        st.findings(&canonical, &roots)
+        let paths = st.findings(&canonical, &roots);
+        Findings {
+            paths,
+            version: (!st.unwatchable).then_some(st.version),
+        }
     }
 
     /// The same answer without blocking, when the census is already current for `entries`
     /// (every root known, no event queued, watching works); `None` otherwise.
-    pub fn current(&self, entries: &[FsEntry]) -> Option<Vec<PathBuf>> {
+    pub fn current(&self, entries: &[FsEntry]) -> Option<Findings> {
         let (canonical, roots) = canonical_entries(entries);
         if roots.is_empty() {
-            return Some(Vec::new());
+            return Some(Findings::default());
         }
-        let st = self.state.try_lock().ok()?;
+        let mut st = self.state.try_lock().ok()?;
         let known = roots
             .iter()
             .all(|r| st.roots.iter().any(|o| r.starts_with(o)));
         if st.unwatchable || !known || st.pending_events() != 0 {
             return None;
         }
-        Some(st.findings(&canonical, &roots))
+        let paths = st.findings(&canonical, &roots);
+        Some(Findings {
+            paths,
+            version: Some(st.version),
+        })
     }
 }
 
@@ -144,7 +169,19 @@ impl State {
 
     /// Groups the multi-link files under `roots` by inode and keeps the writable names of
     /// those with more links than writable names.
-    fn findings(&self, canonical: &[FsEntry], roots: &[PathBuf]) -> Vec<PathBuf> {
+    fn findings(&mut self, canonical: &[FsEntry], roots: &[PathBuf]) -> Vec<PathBuf> {
+        if let Some((version, entries, found)) = &self.memo
+            && *version == self.version
+            && entries == canonical
+        {
+            return found.clone();
+        }
+        let found = self.compute_findings(canonical, roots);
+        self.memo = Some((self.version, canonical.to_vec(), found.clone()));
+        found
+    }
+
+    fn compute_findings(&self, canonical: &[FsEntry], roots: &[PathBuf]) -> Vec<PathBuf> {
         let mut by_inode: HashMap<(u64, u64), (u64, Vec<&PathBuf>)> = HashMap::new();
         for (path, &(dev, ino, nlink)) in &self.multi {
             if roots.iter().any(|r| path.starts_with(r))
@@ -198,6 +235,7 @@ impl State {
         self.inotify = None;
         self.dirs.clear();
         self.multi.clear();
+        self.version += 1;
         self.roots.clear();
         let mut sorted: Vec<PathBuf> = roots.to_vec();
         sorted.sort();
@@ -280,11 +318,14 @@ impl State {
     }
 
     fn note_file(&mut self, path: PathBuf, meta: &std::fs::Metadata) {
-        if meta.is_file() && meta.nlink() > 1 {
-            self.multi
-                .insert(path, (meta.dev(), meta.ino(), meta.nlink()));
+        let changed = if meta.is_file() && meta.nlink() > 1 {
+            let now = (meta.dev(), meta.ino(), meta.nlink());
+            self.multi.insert(path, now) != Some(now)
         } else {
-            self.multi.remove(&path);
+            self.multi.remove(&path).is_some()
+        };
+        if changed {
+            self.version += 1;
         }
     }
 
@@ -347,7 +388,13 @@ impl State {
                 }
                 Ok(meta) => self.note_file(path, &meta),
                 // Gone (a file, or a directory with everything below it).
-                Err(_) => self.multi.retain(|p, _| !p.starts_with(&path)),
+                Err(_) => {
+                    let before = self.multi.len();
+                    self.multi.retain(|p, _| !p.starts_with(&path));
+                    if self.multi.len() != before {
+                        self.version += 1;
+                    }
+                }
             }
         }
         self.unwatchable
@@ -402,14 +449,26 @@ mod tests {
         let census = LinkCensus::default();
         let ws = std::fs::canonicalize(&ws).unwrap();
         assert_eq!(census.current(&entries), None, "a new root needs a walk");
-        assert_eq!(
-            census.outside_links(&entries),
-            vec![ws.join("cfg"), ws.join("sub/link")]
-        );
-        assert_eq!(
-            census.current(&entries),
-            Some(vec![ws.join("cfg"), ws.join("sub/link")])
-        );
+        let first = census.outside_links(&entries);
+        assert_eq!(first.paths, vec![ws.join("cfg"), ws.join("sub/link")]);
+        assert!(first.version.is_some());
+        assert_eq!(census.current(&entries), Some(first.clone()));
+        // Files with one link come and go without changing the version (namespaces built
+        // for these findings stay valid)...
+        std::fs::write(ws.join("plain"), "p").unwrap();
+        std::fs::remove_file(ws.join("plain")).unwrap();
+        assert_eq!(census.outside_links(&entries), first);
+        // ...a finding replaced by another file under the same name changes it.
+        std::fs::write(ws.join("cfg.new"), "n").unwrap();
+        std::fs::hard_link(out.join("secret"), ws.join("cfg.new2")).unwrap();
+        std::fs::rename(ws.join("cfg.new2"), ws.join("cfg")).unwrap();
+        std::fs::remove_file(ws.join("cfg.new")).unwrap();
+        let replaced = census.outside_links(&entries);
+        assert_eq!(replaced.paths, first.paths);
+        assert_ne!(replaced.version, first.version);
+        // Put the carve-out's second name back for the rest of the test.
+        std::fs::remove_file(ws.join("cfg")).unwrap();
+        std::fs::hard_link(ws.join(".git/config"), ws.join("cfg")).unwrap();
         // A link made later inside, in a new directory too, and one removed: seen on the next
         // use from the events, without a walk.
         std::fs::write(out.join("other"), "o").unwrap();
@@ -419,7 +478,7 @@ mod tests {
         std::fs::remove_file(ws.join("sub/link")).unwrap();
         assert_eq!(census.current(&entries), None, "events are queued");
         assert_eq!(
-            census.outside_links(&entries),
+            census.outside_links(&entries).paths,
             vec![ws.join("cfg"), ws.join("late"), ws.join("new/late2")]
         );
         // A directory renamed: the census walks again and stays exact.
@@ -427,7 +486,7 @@ mod tests {
         std::fs::hard_link(out.join("secret"), ws.join("sub2/again")).unwrap();
         std::fs::remove_dir_all(ws.join("new")).unwrap();
         assert_eq!(
-            census.outside_links(&entries),
+            census.outside_links(&entries).paths,
             vec![ws.join("cfg"), ws.join("late"), ws.join("sub2/again")]
         );
         let _ = std::fs::remove_dir_all(&base);

@@ -9,10 +9,14 @@
 //!
 //! Soundness: a namespace is only ever joined by processes whose plan is byte-for-byte the
 //! plan that built it, and only while nothing it captured has changed:
-//! - the paths it covers: each is stamped (device, inode, ctime) when the namespace is built
-//!   and checked again before every join. A covered path that was replaced, renamed or
-//!   re-linked on the host no longer carries its mount (the kernel detaches mounts from
-//!   dentries that go away), so the namespace is dropped and built again;
+//! - the paths it covers: a covered path that was replaced, renamed or re-linked on the host
+//!   no longer carries its mount (the kernel detaches mounts from dentries that go away), so
+//!   the namespace is dropped and built again. Carve-outs are stamped (device, inode, ctime)
+//!   when the namespace is built and checked again before every join. The hard links the
+//!   census found are many (one stat each per spawn would cost more than the rest of the
+//!   spawn), and the census already follows them with inotify: its version changes whenever
+//!   one of them is replaced or relinked, so they are checked by that version instead (and
+//!   stamped like the rest when the census cannot watch);
 //! - the host's mount table: a namespace is a copy of it, so every change to it (seen by
 //!   polling `/proc/self/mounts`) drops every namespace.
 //!
@@ -86,13 +90,17 @@ pub struct Capture {
     mounts: Vec<Vec<u8>>,
     userns: bool,
     stamps: Vec<Stamp>,
+    census: Option<u64>,
     generation: u64,
 }
 
 struct Entry {
     mounts: Vec<Vec<u8>>,
     userns: bool,
+    /// Stamps of the leading ops (all of them when `census` is `None`).
     stamps: Vec<Stamp>,
+    /// The census version that vouches for the trailing ops.
+    census: Option<u64>,
     fds: Arc<NamespaceFds>,
 }
 
@@ -151,12 +159,25 @@ impl NamespaceCache {
     }
 
     /// How a process with this mount plan (kind byte + path each; parents first) gets its
-    /// namespace.
-    pub fn plan(&self, mounts: &[Vec<u8>], userns: bool) -> NamespacePlan {
+    /// namespace. The ops after the first `stamped` are hard links the census found at
+    /// version `census` (see [`super::links::Findings`]); without a version every op is
+    /// stamped.
+    pub fn plan(
+        &self,
+        mounts: &[Vec<u8>],
+        userns: bool,
+        stamped: usize,
+        census: Option<u64>,
+    ) -> NamespacePlan {
         if !self.enabled() || mounts.is_empty() {
             return NamespacePlan::Build { capture: None };
         }
-        let stamps = stamp_all(mounts);
+        let stamped = if census.is_some() {
+            stamped.min(mounts.len())
+        } else {
+            mounts.len()
+        };
+        let stamps = stamp_all(&mounts[..stamped]);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if self.mount_table_changed() {
             st.entries.clear();
@@ -171,7 +192,7 @@ impl NamespaceCache {
             .position(|e| e.userns == userns && e.mounts == mounts)
         {
             let entry = st.entries.remove(i).expect("index in range");
-            if entry.stamps == stamps {
+            if entry.stamps == stamps && entry.census == census {
                 let fds = entry.fds.clone();
                 st.entries.push_front(entry);
                 return NamespacePlan::Join(fds);
@@ -182,6 +203,7 @@ impl NamespaceCache {
                 mounts: mounts.to_vec(),
                 userns,
                 stamps,
+                census,
                 generation: st.generation,
             }),
         }
@@ -208,6 +230,7 @@ impl NamespaceCache {
             mounts: capture.mounts,
             userns: capture.userns,
             stamps: capture.stamps,
+            census: capture.census,
             fds: Arc::new(NamespaceFds { user, mnt }),
         });
         st.entries.truncate(CAPACITY);
@@ -251,16 +274,19 @@ mod tests {
 
         let NamespacePlan::Build {
             capture: Some(capture),
-        } = cache.plan(&mounts, false)
+        } = cache.plan(&mounts, false, 1, None)
         else {
             panic!("the first use builds and captures");
         };
         cache.adopt(capture, fake_fds());
         assert_eq!(cache.len(), 1);
-        assert!(matches!(cache.plan(&mounts, false), NamespacePlan::Join(_)));
+        assert!(matches!(
+            cache.plan(&mounts, false, 1, None),
+            NamespacePlan::Join(_)
+        ));
         // Another plan (or the same with a user namespace) is another namespace.
         assert!(matches!(
-            cache.plan(&mounts, true),
+            cache.plan(&mounts, true, 1, None),
             NamespacePlan::Build { capture: Some(_) }
         ));
 
@@ -270,7 +296,7 @@ mod tests {
         std::fs::rename(&tmp, &file).unwrap();
         let NamespacePlan::Build {
             capture: Some(capture),
-        } = cache.plan(&mounts, false)
+        } = cache.plan(&mounts, false, 1, None)
         else {
             panic!("a replaced path must not be joined");
         };
@@ -282,7 +308,7 @@ mod tests {
         // Missing paths are never captured.
         std::fs::remove_file(&file).unwrap();
         assert!(matches!(
-            cache.plan(&mounts, false),
+            cache.plan(&mounts, false, 1, None),
             NamespacePlan::Build { capture: None }
         ));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -298,12 +324,15 @@ mod tests {
         let cache = NamespaceCache::new(true);
         let NamespacePlan::Build {
             capture: Some(capture),
-        } = cache.plan(&mounts, false)
+        } = cache.plan(&mounts, false, 1, None)
         else {
             panic!("the first use builds and captures");
         };
         cache.adopt(capture, fake_fds());
-        assert!(matches!(cache.plan(&mounts, false), NamespacePlan::Join(_)));
+        assert!(matches!(
+            cache.plan(&mounts, false, 1, None),
+            NamespacePlan::Join(_)
+        ));
         let target = std::ffi::CString::new(dir.join("m").as_os_str().as_bytes()).unwrap();
         std::fs::create_dir_all(dir.join("m")).unwrap();
         // SAFETY: mount/umount with valid C strings.
@@ -320,14 +349,55 @@ mod tests {
             // SAFETY: as above.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
             assert!(
-                matches!(cache.plan(&mounts, false), NamespacePlan::Build { .. }),
+                matches!(
+                    cache.plan(&mounts, false, 1, None),
+                    NamespacePlan::Build { .. }
+                ),
                 "a namespace copied from an older mount table was reused"
             );
             assert!(cache.is_empty());
         } else {
             // Not root: the mount table cannot be changed from here; at least nothing changed.
-            assert!(matches!(cache.plan(&mounts, false), NamespacePlan::Join(_)));
+            assert!(matches!(
+                cache.plan(&mounts, false, 1, None),
+                NamespacePlan::Join(_)
+            ));
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn census_ops_are_vouched_for_by_the_census_version() {
+        let dir = std::env::temp_dir().join(format!("stockade-mountns-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut carve = vec![0u8];
+        carve.extend_from_slice(dir.as_os_str().as_bytes());
+        // The census op's path does not even exist: it is not stamped, the version vouches.
+        let mut link = vec![3u8];
+        link.extend_from_slice(dir.join("no-such-link").as_os_str().as_bytes());
+        let mounts = vec![carve, link];
+        let cache = NamespaceCache::new(true);
+        let NamespacePlan::Build {
+            capture: Some(capture),
+        } = cache.plan(&mounts, false, 1, Some(7))
+        else {
+            panic!("the first use builds and captures");
+        };
+        cache.adopt(capture, fake_fds());
+        assert!(matches!(
+            cache.plan(&mounts, false, 1, Some(7)),
+            NamespacePlan::Join(_)
+        ));
+        // A new census version (a link replaced somewhere) means building again.
+        assert!(matches!(
+            cache.plan(&mounts, false, 1, Some(8)),
+            NamespacePlan::Build { capture: Some(_) }
+        ));
+        // Without a version every op is stamped, and a missing one is never captured.
+        assert!(matches!(
+            cache.plan(&mounts, false, 1, None),
+            NamespacePlan::Build { capture: None }
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -337,7 +407,7 @@ mod tests {
         assert!(!cache.enabled());
         let mounts = vec![b"\x00/".to_vec()];
         assert!(matches!(
-            cache.plan(&mounts, false),
+            cache.plan(&mounts, false, 1, None),
             NamespacePlan::Build { capture: None }
         ));
     }

@@ -86,7 +86,8 @@ pub struct Prepared {
     pub drop_caps: bool,
     /// RLIMIT_CORE = 0.
     pub no_core: bool,
-    /// Mount operations (kind byte + path) for a private mount namespace.
+    /// Mount operations (kind byte + path) for a private mount namespace: the carve-outs,
+    /// then one read-only-if-present op per file of `read_only_files`.
     pub mounts: Vec<Vec<u8>>,
     /// The mount namespace needs a user namespace (not root).
     pub userns: bool,
@@ -250,7 +251,7 @@ pub fn prepare(
             use std::os::unix::ffi::OsStrExt;
             // Files below no carve-out (they resolve to `write`): order among them is free.
             m.extend(read_only_files.iter().map(|f| {
-                let mut op = vec![0u8];
+                let mut op = vec![3u8];
                 op.extend_from_slice(f.as_os_str().as_bytes());
                 op
             }));

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,7 @@ use crate::protocol::process::{
 use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
 use crate::sandbox::child::Stage;
+use crate::sandbox::links::Findings;
 use crate::sandbox::mountns::NamespacePlan;
 use crate::sandbox::policy::{Filesystem, SandboxPolicy};
 use crate::sandbox::{policy, prepare};
@@ -196,12 +196,12 @@ async fn start(server: &Arc<Server>, session: &Arc<Session>, params: Value) -> R
 /// Unless hard-link protection is off: every writable name of a file that also has a name
 /// outside the writable roots (see [`crate::sandbox::links`]), to be made read-only. Landlock
 /// alone would let the process write that file through the inside name.
-async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Vec<PathBuf> {
+async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Findings {
     if !server.config.sandbox.protect_hard_links {
-        return Vec::new();
+        return Findings::default();
     }
     let Filesystem::Restricted(entries) = &policy.filesystem else {
-        return Vec::new();
+        return Findings::default();
     };
     let found = match server.links.current(entries) {
         Some(found) => found,
@@ -213,10 +213,10 @@ async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Vec<
                 .unwrap_or_default()
         }
     };
-    if !found.is_empty() {
+    if !found.paths.is_empty() {
         policy.notes.push(format!(
             "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
-            found.len()
+            found.paths.len()
         ));
     }
     found
@@ -315,7 +315,7 @@ async fn start_inner(
         &server.config.sandbox,
         &server.seccomp,
         server.is_root,
-        &linked,
+        &linked.paths,
     )?;
     if p.argv.iter().any(|a| a.contains('\0')) {
         return Err(RpcError::invalid_params(
@@ -382,7 +382,13 @@ async fn start_inner(
     let mut spec = spec;
     let mut capture = None;
     if !prepared.mounts.is_empty() {
-        match server.namespaces.plan(&prepared.mounts, prepared.userns) {
+        let carve_outs = prepared.mounts.len().saturating_sub(linked.paths.len());
+        match server.namespaces.plan(
+            &prepared.mounts,
+            prepared.userns,
+            carve_outs,
+            linked.version,
+        ) {
             NamespacePlan::Join(ns) => spec.namespace = SpawnNamespace::Join(ns),
             NamespacePlan::Build { capture: Some(c) } => {
                 spec.namespace = SpawnNamespace::BuildAndCapture;

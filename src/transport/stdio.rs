@@ -53,6 +53,11 @@ pub async fn run(server: Arc<Server>) {
         // Non-blocking writes straight to the pipe when possible (tokio's stdout goes through
         // the blocking pool, one copy and one thread hop per write).
         let direct = nonblocking_std(1);
+        if let Some(pipe) = &direct {
+            // Output notifications are large when a process streams: a deeper pipe means
+            // fewer writes and fewer wakeups of the client (best effort).
+            pipe.enlarge(1 << 20);
+        }
         let mut stdout = tokio::io::stdout();
         while let Some(msg) = out_rx.recv().await {
             let mut batch = encode_outgoing(msg, &writer_mode);
