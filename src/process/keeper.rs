@@ -7,13 +7,14 @@
 //! `PR_SET_PDEATHSIG` when the server dies, it SIGKILLs its children over and over until it
 //! has none, then exits.
 //!
-//! Protocol on the status pipe (native endian): the keeper's pid and the target pid as `i64`s,
-//! then, when the target exits, an [`ExitRecord`]. The keeper exits once the target is reaped and it has no
-//! children left.
+//! Protocol on the status pipe (native endian): a [`StartReport`] (the keeper's and the
+//! target's pids, and the failure if the program could not be started), then, when the target
+//! exits, an [`ExitRecord`]. The keeper exits once the target is reaped and it has no children
+//! left.
 //!
 //! Everything here runs between fork and `_exit`: async-signal-safe syscalls only.
 
-use super::super::sandbox::child::{self, ChildFds, ExecPlan, Stage};
+use super::super::sandbox::child::{self, ChildFds, ExecPlan, FailureSlot, Stage};
 
 /// The record the keeper writes when the target exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,6 +198,58 @@ fn timeval_us(t: libc::timeval) -> i64 {
     t.tv_sec * 1_000_000 + t.tv_usec
 }
 
+/// Bytes of the [`StartReport`].
+pub const START_REPORT_LEN: usize = 16;
+
+/// The keeper's first message on the status pipe: who it is, and whether the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartReport {
+    /// The keeper's pid.
+    pub keeper: libc::pid_t,
+    /// The program's pid (-1 when it was never started).
+    pub target: libc::pid_t,
+    /// `(stage, errno)` when starting failed; `None` when the program was executed.
+    pub failure: Option<(i32, i32)>,
+}
+
+impl StartReport {
+    /// Wire form (native endianness: both ends are the same binary).
+    pub fn encode(&self) -> [u8; START_REPORT_LEN] {
+        let (stage, errno) = self.failure.unwrap_or((0, 0));
+        let mut b = [0u8; START_REPORT_LEN];
+        b[..4].copy_from_slice(&self.keeper.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.target.to_ne_bytes());
+        b[8..12].copy_from_slice(&stage.to_ne_bytes());
+        b[12..].copy_from_slice(&errno.to_ne_bytes());
+        b
+    }
+
+    /// Inverse of [`StartReport::encode`].
+    pub fn decode(b: &[u8; START_REPORT_LEN]) -> StartReport {
+        let int = |r: std::ops::Range<usize>| i32::from_ne_bytes(b[r].try_into().unwrap());
+        let (stage, errno) = (int(8..12), int(12..16));
+        StartReport {
+            keeper: int(0..4),
+            target: int(4..8),
+            failure: (stage != 0).then_some((stage, errno)),
+        }
+    }
+}
+
+/// Reports that the program could not be started at all (the keeper's own steps) and exits.
+/// Async-signal-safe.
+pub fn report_start_failure(status_pipe: i32, stage: Stage, errno: i32) -> ! {
+    let report = StartReport {
+        // SAFETY: getpid has no preconditions.
+        keeper: unsafe { libc::getpid() },
+        target: -1,
+        failure: Some((stage as i32, if errno == 0 { libc::EIO } else { errno })),
+    };
+    write_all(status_pipe, &report.encode());
+    // SAFETY: _exit never returns.
+    unsafe { libc::_exit(127) }
+}
+
 /// Size of the stack the target uses between clone and exec.
 pub const TARGET_STACK: usize = 64 * 1024;
 
@@ -206,6 +259,7 @@ pub const TARGET_STACK_TOUCHED: usize = 16 * 1024;
 struct TargetArgs<'a> {
     plan: &'a ExecPlan,
     fds: &'a ChildFds,
+    failure: &'a FailureSlot,
 }
 
 extern "C" fn target_entry(arg: *mut libc::c_void) -> libc::c_int {
@@ -213,14 +267,19 @@ extern "C" fn target_entry(arg: *mut libc::c_void) -> libc::c_int {
     // by CLONE_VFORK until the child execs or exits).
     unsafe {
         let args = &*(arg as *const TargetArgs);
-        child::exec_target(args.plan, args.fds)
+        child::exec_target(args.plan, args.fds, args.failure)
     }
 }
 
 /// Starts the target sharing the keeper's memory until it execs (`CLONE_VM | CLONE_VFORK`,
 /// as `posix_spawn` does): no page tables are copied. Returns the pid, or -1 with errno set.
-unsafe fn spawn_target(plan: &ExecPlan, fds: &ChildFds, stack: &mut [u8]) -> libc::pid_t {
-    let args = TargetArgs { plan, fds };
+unsafe fn spawn_target(
+    plan: &ExecPlan,
+    fds: &ChildFds,
+    failure: &FailureSlot,
+    stack: &mut [u8],
+) -> libc::pid_t {
+    let args = TargetArgs { plan, fds, failure };
     // SAFETY: the stack is live and 16-byte aligned at its top; the keeper waits (VFORK).
     unsafe {
         let top = stack.as_mut_ptr().add(stack.len());
@@ -270,25 +329,30 @@ pub unsafe fn keeper_main(
             fds.stdin,
             fds.stdout,
             fds.stderr,
-            fds.error_pipe,
             fds.status_pipe,
             plan.sandbox.ruleset_fd,
             ns_a,
             ns_b,
         ]);
 
-        let target = spawn_target(plan, fds, target_stack);
+        let failure = FailureSlot::default();
+        let target = spawn_target(plan, fds, &failure, target_stack);
         if target < 0 {
-            child::fail(fds.error_pipe, Stage::Fork, errno());
+            report_start_failure(fds.status_pipe, Stage::Fork, errno());
         }
-        let mut ids = [0u8; 16];
-        ids[..8].copy_from_slice(&(libc::getpid() as i64).to_ne_bytes());
-        ids[8..].copy_from_slice(&(target as i64).to_ne_bytes());
-        write_all(fds.status_pipe, &ids);
+        // The target has exec'd or exited by now (CLONE_VFORK): one report says which.
+        write_all(
+            fds.status_pipe,
+            &StartReport {
+                keeper: libc::getpid(),
+                target,
+                failure: failure.get(),
+            }
+            .encode(),
+        );
         libc::close(fds.stdin);
         libc::close(fds.stdout);
         libc::close(fds.stderr);
-        libc::close(fds.error_pipe);
 
         let mut waitset: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut waitset);
@@ -339,6 +403,18 @@ pub unsafe fn keeper_main(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_report_roundtrip() {
+        for failure in [None, Some((Stage::Chdir as i32, libc::ENOENT))] {
+            let r = StartReport {
+                keeper: 12,
+                target: 34,
+                failure,
+            };
+            assert_eq!(StartReport::decode(&r.encode()), r);
+        }
+    }
 
     #[test]
     fn exit_record_roundtrip() {

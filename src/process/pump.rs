@@ -5,7 +5,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
@@ -116,7 +115,7 @@ impl Pump {
         let Pump {
             process,
             outputs,
-            mut status,
+            status,
             sink,
             gate,
             table,
@@ -124,16 +123,10 @@ impl Pump {
             started,
         } = self;
         let _ = gate.await;
-        let (exit_tx, mut exit_rx) = oneshot::channel::<Option<ExitRecord>>();
-        tokio::spawn(async move {
-            let mut buf = [0u8; EXIT_RECORD_LEN];
-            let rec = status
-                .read_exact(&mut buf)
-                .await
-                .ok()
-                .map(|_| ExitRecord::decode(&buf));
-            let _ = exit_tx.send(rec);
-        });
+        // The keeper's exit record, read in this loop (no task of its own): partial reads
+        // accumulate here; EOF before a whole record means the keeper died.
+        let mut record = [0u8; EXIT_RECORD_LEN];
+        let mut record_len = 0;
 
         let mut open = [!outputs.is_empty(), outputs.len() > 1];
         let (stream0, pipe0) = (outputs.first().map(|o| o.0), outputs.first().map(|o| &o.1));
@@ -198,9 +191,20 @@ impl Pump {
                     process.kill_tree();
                     wall.as_mut().reset(tokio::time::Instant::now() + far);
                 },
-                rec = &mut exit_rx, if !exited => {
+                r = status.readable(), if !exited => {
+                    let rec = match r.and_then(|_| status.try_read(&mut record[record_len..])) {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            record_len += n;
+                            if record_len < EXIT_RECORD_LEN {
+                                continue;
+                            }
+                            Some(ExitRecord::decode(&record))
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => None,
+                    };
                     exited = true;
-                    let rec = rec.ok().flatten();
                     // Output the program wrote before exiting goes out before `exited`, even
                     // if its readiness has not reached us yet: drain what is readable now.
                     for (i, (pipe, stream)) in [(pipe0, stream0), (pipe1, stream1)].into_iter().enumerate() {

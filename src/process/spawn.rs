@@ -10,6 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::Semaphore;
 
+use super::keeper::{START_REPORT_LEN, StartReport};
 use super::sys::{self, AsyncPipe, PidFd};
 use super::zygote::{self, KeeperRequest, NamespaceMode, Zygote};
 use crate::sandbox::child::{ChildFds, Stage};
@@ -108,21 +109,6 @@ pub enum SpawnError {
     },
 }
 
-/// A failure the keeper or the child reported on the error pipe (stage, errno), if any.
-fn child_failure(report: &[u8]) -> Option<SpawnError> {
-    if report.len() < 8 {
-        return None;
-    }
-    let kind =
-        Stage::from_raw(i32::from_ne_bytes(report[0..4].try_into().ok()?)).unwrap_or(Stage::Exec);
-    let errno = i32::from_ne_bytes(report[4..8].try_into().ok()?);
-    Some(SpawnError::Child {
-        stage: kind.describe(),
-        kind,
-        source: io::Error::from_raw_os_error(errno),
-    })
-}
-
 /// Sends spawn requests to the zygote's idle keepers.
 pub struct Spawner {
     sock: AsyncFd<OwnedFd>,
@@ -172,7 +158,6 @@ impl Spawner {
                 spec.request.userns = ns.user.is_some();
             }
         }
-        let (err_r, err_w) = sys::pipe().map_err(setup("error pipe"))?;
         let (status_r, status_w) = sys::pipe().map_err(setup("status pipe"))?;
         // (server side, child side) pairs.
         let mut outputs = Vec::new();
@@ -223,7 +208,6 @@ impl Spawner {
                 .as_ref()
                 .map(|f| f.as_raw_fd())
                 .unwrap_or(child_stdout.as_raw_fd()),
-            error_pipe: err_w.as_raw_fd(),
             status_pipe: status_w.as_raw_fd(),
         };
         let encoded = spec.request.encode();
@@ -239,13 +223,7 @@ impl Spawner {
             .acquire()
             .await
             .map_err(|_| setup("spawner")(io::Error::other("closed")))?;
-        let mut raw = vec![
-            fds.stdin,
-            fds.stdout,
-            fds.stderr,
-            fds.error_pipe,
-            fds.status_pipe,
-        ];
+        let mut raw = vec![fds.stdin, fds.stdout, fds.stderr, fds.status_pipe];
         if let Some(m) = &memfd {
             raw.push(m.as_raw_fd());
         }
@@ -269,52 +247,29 @@ impl Spawner {
             .await
             .map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
-        drop((
-            child_stdin,
-            child_stdout,
-            child_stderr,
-            err_w,
-            status_w,
-            memfd,
-        ));
+        drop((child_stdin, child_stdout, child_stderr, status_w, memfd));
         let capture = capture.map(|(server_end, _child_end)| server_end);
 
         let mut status = pipe::Receiver::from_owned_fd(status_r).map_err(setup("status pipe"))?;
-        let mut err = pipe::Receiver::from_owned_fd(err_r).map_err(setup("error pipe"))?;
-        let mut ids = [0u8; 16];
-        if status.read_exact(&mut ids).await.is_err() {
-            // The keeper died before reporting: it may have said why (e.g. it could not join
-            // the process cgroup), or the zygote is gone.
-            let mut report = Vec::new();
-            let _ = err.read_to_end(&mut report).await;
-            if let Some(failure) = child_failure(&report) {
-                return Err(failure);
-            }
+        let mut report = [0u8; START_REPORT_LEN];
+        if status.read_exact(&mut report).await.is_err() {
             return Err(setup("keeper")(io::Error::other(
                 "the keeper exited before starting the program",
             )));
         }
-        let keeper_pid = i64::from_ne_bytes(ids[..8].try_into().unwrap()) as i32;
-        let keeper = PidFd::open(keeper_pid);
-        let pid_buf: [u8; 8] = ids[8..].try_into().unwrap();
-        let pid_read: io::Result<()> = Ok(());
-        let mut report = Vec::new();
-        let _ = err.read_to_end(&mut report).await;
-        let failure = match (child_failure(&report), pid_read) {
-            (Some(f), _) => Some(f),
-            (None, Err(_)) => Some(SpawnError::Child {
-                stage: Stage::Fork.describe(),
-                kind: Stage::Fork,
-                source: io::Error::from_raw_os_error(libc::EIO),
-            }),
-            (None, Ok(())) => None,
-        };
-        if let Some(failure) = failure {
+        let report = StartReport::decode(&report);
+        let keeper = PidFd::open(report.keeper);
+        if let Some((stage, errno)) = report.failure {
+            let kind = Stage::from_raw(stage).unwrap_or(Stage::Exec);
             let _ = keeper.signal(libc::SIGTERM);
             let _ = keeper.wait().await;
-            return Err(failure);
+            return Err(SpawnError::Child {
+                stage: kind.describe(),
+                kind,
+                source: io::Error::from_raw_os_error(errno),
+            });
         }
-        let pid = i64::from_ne_bytes(pid_buf) as i32;
+        let pid = report.target;
         // The program sent its namespace before exec, and exec has happened: it is queued.
         let captured = capture.as_ref().map(sys::recv_fds_now).unwrap_or_default();
         Ok(Spawned {

@@ -15,10 +15,11 @@
 //! keeper: no fork on the critical path. A keeper that takes a request tells the zygote
 //! (one byte on a pipe), and the zygote forks a replacement.
 //!
-//! Wire format: one datagram per request, 4 bytes of payload (the request length) with six fds
-//! attached (`SCM_RIGHTS`): stdin, stdout, stderr, error pipe, status pipe, and a memfd holding
-//! the encoded [`KeeperRequest`] (a memfd has no size limit, a datagram has). The keeper
-//! answers on the status pipe: its own pid, the target pid, then the exit record.
+//! Wire format: one datagram per request: the request length (4 bytes), then the encoded
+//! [`KeeperRequest`] when it fits ([`INLINE_MAX`]), with fds attached (`SCM_RIGHTS`): stdin,
+//! stdout, stderr, the status pipe, then the optional ones (see [`FDS_PER_REQUEST`]); a request
+//! too large to travel inline comes in a memfd. The keeper answers on the status pipe: a
+//! [`keeper::StartReport`], then the exit record.
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};
@@ -280,14 +281,14 @@ pub struct Zygote {
     sock: OwnedFd,
 }
 
-/// Number of fds passed with every request (stdin, stdout, stderr, error pipe, status pipe);
+/// Number of fds passed with every request (stdin, stdout, stderr, status pipe);
 /// then, in this order and only when present: the request memfd (a request too large to travel
 /// inline), the Landlock ruleset, the process cgroup's `cgroup.procs`, the namespace fds of
 /// [`NamespaceMode`].
-const FDS_PER_REQUEST: usize = 5;
+const FDS_PER_REQUEST: usize = 4;
 
 /// Requests up to this size travel inside the datagram; larger ones in a memfd (sent as the
-/// sixth fd). Most requests are a few KiB: the inline path saves a memfd per spawn.
+/// fifth fd). Most requests are a few KiB: the inline path saves a memfd per spawn.
 pub const INLINE_MAX: usize = 32 * 1024;
 const MAX_FDS_PER_REQUEST: usize = 10;
 
@@ -614,7 +615,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
             let errno = std::io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO);
-            crate::sandbox::child::fail(
+            keeper::report_start_failure(
                 fds[3].as_raw_fd(),
                 crate::sandbox::child::Stage::Cgroup,
                 errno,
@@ -642,8 +643,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         stdin: fds[0].as_raw_fd(),
         stdout: fds[1].as_raw_fd(),
         stderr: fds[2].as_raw_fd(),
-        error_pipe: fds[3].as_raw_fd(),
-        status_pipe: fds[4].as_raw_fd(),
+        status_pipe: fds[3].as_raw_fd(),
     };
     // SAFETY: single-threaded, all signals blocked; keeper_main never returns.
     unsafe { keeper::keeper_main(&plan, &child_fds, zygote_pid, &mut target_stack) }

@@ -1,11 +1,13 @@
 //! The only code that runs in the target process between `fork` and `execve`.
 //!
 //! Everything here is async-signal-safe: no allocation, no locks, no logging. All inputs were
-//! prepared in the parent ([`ExecPlan`]); failures cross back as a `(stage, errno)` pair written
-//! to a close-on-exec pipe.
+//! prepared in the parent ([`ExecPlan`]); a failure crosses back as a `(stage, errno)` pair
+//! left in the keeper's memory ([`FailureSlot`]: the target shares it until exec), which the
+//! keeper reports to the server with the pids.
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A failure stage reported by the child before `execve`; the parent turns it into a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +62,7 @@ impl Stage {
         Stage::Cgroup,
     ];
 
-    /// Decodes the integer sent over the error pipe.
+    /// Decodes the stage number of a failure report.
     pub fn from_raw(raw: i32) -> Option<Stage> {
         Stage::ALL.iter().copied().find(|s| *s as i32 == raw)
     }
@@ -252,22 +254,33 @@ pub struct ChildFds {
     pub stdout: i32,
     /// Becomes fd 2.
     pub stderr: i32,
-    /// Close-on-exec pipe for `(stage, errno)` failure reports.
-    pub error_pipe: i32,
-    /// Keeper → server: target pid, then the exit record.
+    /// Keeper → server: the start report, then the exit record.
     pub status_pipe: i32,
 }
 
-/// Writes a failure report and exits. Async-signal-safe.
-pub fn fail(error_pipe: i32, stage: Stage, errno: i32) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&(stage as i32).to_ne_bytes());
-    msg[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: plain syscalls on a valid buffer; _exit never returns.
-    unsafe {
-        libc::write(error_pipe, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
+/// Where the target leaves `(stage, errno)` when it fails before exec: a word of the keeper's
+/// memory, which the target shares until it execs (`CLONE_VM | CLONE_VFORK`), so the keeper
+/// knows the outcome as soon as `clone` returns. Zero: no failure.
+#[derive(Debug, Default)]
+pub struct FailureSlot(AtomicU64);
+
+impl FailureSlot {
+    /// The recorded failure, if any.
+    pub fn get(&self) -> Option<(i32, i32)> {
+        let v = self.0.load(Ordering::SeqCst);
+        (v != 0).then_some(((v >> 32) as i32, v as u32 as i32))
     }
+}
+
+/// Records a failure in `slot` and exits. Async-signal-safe.
+pub fn fail(slot: &FailureSlot, stage: Stage, errno: i32) -> ! {
+    let errno = if errno == 0 { libc::EIO } else { errno };
+    slot.0.store(
+        ((stage as u32 as u64) << 32) | errno as u32 as u64,
+        Ordering::SeqCst,
+    );
+    // SAFETY: _exit never returns.
+    unsafe { libc::_exit(127) }
 }
 
 fn errno() -> i32 {
@@ -281,8 +294,7 @@ fn errno() -> i32 {
 /// # Safety
 /// Must only be called in a freshly forked, single-threaded child; `plan` and `fds` must have
 /// been prepared before the fork.
-pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds) -> ! {
-    let ep = fds.error_pipe;
+pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> ! {
     // SAFETY: async-signal-safe syscalls only; every pointer comes from `plan`.
     unsafe {
         if plan.tty {
@@ -349,7 +361,7 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds) -> ! {
         {
             fail(ep, Stage::Landlock, errno());
         }
-        // Only fds 0-2 survive exec; the error pipe closes exactly when exec succeeds.
+        // Only fds 0-2 survive exec.
         close_range_cloexec(3);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -447,7 +459,7 @@ fn open_stash(m: &MountPlan) -> Option<&'static CStr> {
 
 /// Joins the prepared namespace, or creates the private mount namespace and applies the
 /// mounts. Async-signal-safe.
-fn apply_mounts(m: &MountPlan, ep: i32) {
+fn apply_mounts(m: &MountPlan, ep: &FailureSlot) {
     if let Some((user, mnt)) = m.join {
         // SAFETY: setns on fds the keeper received; the target is single-threaded and does not
         // share its fs struct (no CLONE_FS), as setns requires.
@@ -520,7 +532,7 @@ fn capture_namespace(sock: i32, userns: bool) {
 }
 
 /// Creates the private mount namespace and applies the mounts. Async-signal-safe.
-fn build_namespace(m: &MountPlan, ep: i32) {
+fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
     // SAFETY: plain syscalls on prepared C strings.
     unsafe {
         let flags = if m.userns.is_some() {
@@ -654,7 +666,7 @@ struct CapData {
 
 /// Empties the bounding set and clears ambient and inheritable capabilities, so that nothing is
 /// gained at exec even as root. Async-signal-safe.
-fn drop_capabilities(ep: i32) {
+fn drop_capabilities(ep: &FailureSlot) {
     // SAFETY: prctl/capget/capset on stack structs.
     unsafe {
         for cap in 0..64 {
