@@ -55,6 +55,8 @@ pub fn report(cap: Option<i32>) -> Value {
         "seccomp": host.seccomp,
         "userNamespaces": host.user_namespaces,
         "runningAsRoot": root,
+        "sharedMountNamespaces": probe::setns_keeps_root(),
+        "inotifyMaxUserWatches": probe::inotify_max_user_watches(),
         "policies": policies,
     })
 }
@@ -79,7 +81,20 @@ pub fn human(r: &Value) -> String {
     ));
     out.push_str(&format!("seccomp           {}\n", r["seccomp"]));
     out.push_str(&format!("user namespaces   {}\n", r["userNamespaces"]));
-    out.push_str(&format!("running as root   {}\n\n", r["runningAsRoot"]));
+    out.push_str(&format!("running as root   {}\n", r["runningAsRoot"]));
+    out.push_str(&format!(
+        "shared mount ns   {}{}\n",
+        r["sharedMountNamespaces"],
+        if r["sharedMountNamespaces"] == true {
+            ""
+        } else {
+            "  - every process with carve-outs builds its own mount namespace (slower)"
+        }
+    ));
+    out.push_str(&format!(
+        "inotify watches   {}  - the hard-link census needs one per directory of the writable roots; beyond that it walks them on every spawn\n\n",
+        r["inotifyMaxUserWatches"]
+    ));
     for (name, v) in r["policies"].as_object().into_iter().flatten() {
         let enforcement = v["enforcement"].as_str().unwrap_or("?");
         out.push_str(&format!("{name:<20} {enforcement}"));

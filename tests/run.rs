@@ -256,6 +256,9 @@ fn doctor_reports_the_host() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["landlockAbi"].as_i64().unwrap() >= 6, "{v}");
     assert_eq!(v["policies"]["workspace-write"]["enforcement"], "full");
+    // This host (user namespaces, no chroot) can share mount namespaces between processes.
+    assert_eq!(v["sharedMountNamespaces"], true, "{v}");
+    assert!(v["inotifyMaxUserWatches"].as_u64().unwrap() > 0, "{v}");
     let out = Command::new(bin())
         .args(["doctor", "--json", "--landlock-abi", "2"])
         .output()

@@ -98,6 +98,9 @@ pub struct Findings {
     /// anywhere under the watched roots, so an unchanged version means every path here still
     /// names the file it named then (see [`crate::sandbox::mountns`]).
     pub version: Option<u64>,
+    /// The census cannot watch (inotify limits) and walked the roots for this answer; it does
+    /// so on every use, which is slow for large roots.
+    pub walked_again: bool,
 }
 
 impl LinkCensus {
@@ -115,6 +118,7 @@ impl LinkCensus {
         Findings {
             paths,
             version: (!st.unwatchable).then_some(st.version),
+            walked_again: st.unwatchable,
         }
     }
 
@@ -136,6 +140,7 @@ impl LinkCensus {
         Some(Findings {
             paths,
             version: Some(st.version),
+            walked_again: false,
         })
     }
 }

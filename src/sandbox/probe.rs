@@ -28,6 +28,14 @@ pub fn user_namespaces() -> bool {
         .is_some_and(|n| n > 0)
 }
 
+/// The per-user inotify watch limit (`None` when unknown). The hard-link census needs a watch
+/// per directory of the writable roots it follows.
+pub fn inotify_max_user_watches() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
 /// Whether joining a mount namespace with `setns` keeps this process's root: false when the
 /// server runs under `chroot` (setns would move a joining process to the namespace's real
 /// root, outside the chroot). Measured in a forked child, which makes a mount namespace

@@ -213,6 +213,12 @@ async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Find
                 .unwrap_or_default()
         }
     };
+    if found.walked_again {
+        policy.notes.push(
+            "the hard-link census cannot watch the writable roots (inotify limit: see `stockade doctor`) and walked them for this process"
+                .into(),
+        );
+    }
     if !found.paths.is_empty() {
         policy.notes.push(format!(
             "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
