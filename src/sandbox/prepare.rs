@@ -73,6 +73,9 @@ impl SeccompCache {
     }
 }
 
+/// Mounts of the mount-max budget left for those copied from the host.
+const MOUNTS_RESERVED: usize = 1000;
+
 /// Everything the child needs to confine itself.
 #[derive(Debug, Default)]
 pub struct Prepared {
@@ -256,11 +259,25 @@ pub fn prepare(
                 op
             }));
         }
+        // The mounts copied from the host count against the kernel's per-namespace limit too;
+        // leave them room.
+        let room = super::probe::mount_max().saturating_sub(MOUNTS_RESERVED);
         if !m.is_empty() && !server_is_root && !host.user_namespaces {
             missing.push(
                 "user namespaces (for the private mount namespace that makes subpaths read-only or hidden)"
                     .into(),
             );
+        } else if m.len() > room {
+            missing.push(format!(
+                "room for {} mounts in one mount namespace (fs.mount-max allows about {room}) to make {} hard links to files outside the writable roots read-only (remove them, or start the server with --no-protect-hard-links)",
+                m.len(),
+                read_only_files.len()
+            ));
+            // Degraded: the carve-outs alone, when they fit.
+            m.truncate(m.len() - read_only_files.len());
+            if m.len() <= room {
+                mounts = m;
+            }
         } else {
             mounts = m;
         }
@@ -336,4 +353,51 @@ pub fn prepare(
 /// True when `path` lies inside `root` (whole components).
 pub fn inside(path: &Path, root: &Path) -> bool {
     path.starts_with(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{policy, probe};
+
+    #[test]
+    fn more_protected_links_than_a_namespace_holds_fail_closed() {
+        let cwd = std::env::temp_dir();
+        let p = policy::from_sandbox_policy(
+            &json!({"type": "workspace-write"}),
+            &policy::Context {
+                cwd: &cwd,
+                tmpdir: None,
+            },
+        )
+        .unwrap();
+        let host = HostSupport {
+            landlock_abi: probe::landlock_abi(),
+            seccomp: probe::seccomp(),
+            user_namespaces: probe::user_namespaces(),
+        };
+        if host.landlock_abi < 6 {
+            return; // Nothing else to check on a host that refuses the policy anyway.
+        }
+        let seccomp = SeccompCache::build();
+        let files: Vec<std::path::PathBuf> = (0..probe::mount_max())
+            .map(|i| format!("/nonexistent/link{i}").into())
+            .collect();
+        let settings = SandboxSettings::default();
+        let err = prepare(&p, host, &settings, &seccomp, true, &files).unwrap_err();
+        assert_eq!(err.code, ErrorCode::SandboxUnavailable.code(), "{err:?}");
+        assert!(err.message.contains("fs.mount-max"), "{}", err.message);
+        // Degraded: runs without those mounts, and says so.
+        let degraded = SandboxSettings {
+            allow_degraded: true,
+            ..SandboxSettings::default()
+        };
+        let ok = prepare(&p, host, &degraded, &seccomp, true, &files).unwrap();
+        assert!(ok.mounts.iter().all(|m| m[0] != 3), "no hard-link mount");
+        assert_eq!(ok.report["enforcement"], "degraded");
+        // Within the limit: one read-only-if-present mount per file.
+        let few = &files[..3];
+        let ok = prepare(&p, host, &settings, &seccomp, true, few).unwrap();
+        assert_eq!(ok.mounts.iter().filter(|m| m[0] == 3).count(), 3);
+    }
 }

@@ -28,6 +28,17 @@ pub fn user_namespaces() -> bool {
         .is_some_and(|n| n > 0)
 }
 
+/// The kernel's limit on mounts in one mount namespace (`fs.mount-max`), read once.
+pub fn mount_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/fs/mount-max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100_000)
+    })
+}
+
 /// The per-user inotify watch limit (`None` when unknown). The hard-link census needs a watch
 /// per directory of the writable roots it follows.
 pub fn inotify_max_user_watches() -> Option<u64> {
