@@ -192,17 +192,26 @@ impl State {
             if roots.iter().any(|r| path.starts_with(r))
                 && resolve(canonical, path) == Access::Write
             {
-                by_inode
-                    .entry((dev, ino))
-                    .or_insert((nlink, Vec::new()))
-                    .1
-                    .push(path);
+                let group = by_inode.entry((dev, ino)).or_insert((nlink, Vec::new()));
+                group.0 = group.0.max(nlink);
+                group.1.push(path);
             }
         }
+        // The link count noted for a name is from when that name was seen: a link made later
+        // elsewhere changes the file's count but is reported only to watches on its own
+        // directory. Ask the file itself (this runs only when the census changed).
         let mut out: Vec<PathBuf> = by_inode
-            .into_values()
-            .filter(|(nlink, names)| *nlink > names.len() as u64)
-            .flat_map(|(_, names)| names.into_iter().cloned())
+            .into_iter()
+            .filter(|((dev, ino), (noted, names))| {
+                let now = names.iter().find_map(|p| {
+                    std::fs::symlink_metadata(p)
+                        .ok()
+                        .filter(|m| m.dev() == *dev && m.ino() == *ino)
+                        .map(|m| m.nlink())
+                });
+                now.unwrap_or(*noted) > names.len() as u64
+            })
+            .flat_map(|(_, (_, names))| names.into_iter().cloned())
             .collect();
         out.sort();
         out
@@ -334,13 +343,15 @@ impl State {
         }
     }
 
-    /// Applies the queued events; true when only a full walk can bring the census up to date.
+    /// Applies the queued events, in order; true when only a full walk can bring the census
+    /// up to date (the queue overflowed, or a root itself moved).
     fn drain_events(&mut self) -> bool {
         let Some(fd) = &self.inotify else {
             return false;
         };
         let raw = fd.as_raw_fd();
-        let mut changed: Vec<PathBuf> = Vec::new();
+        // (path, a directory moved away from it)
+        let mut changed: Vec<(PathBuf, bool)> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: reading into a live buffer.
@@ -363,12 +374,17 @@ impl State {
                     self.dirs.remove(&ev.wd);
                     continue;
                 }
-                let dir_event = ev.mask & libc::IN_ISDIR != 0;
-                if ev.mask & libc::IN_MOVE_SELF != 0
-                    || (dir_event && ev.mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0)
-                {
-                    // A directory moved: every path below it changed.
-                    return true;
+                if ev.mask & libc::IN_MOVE_SELF != 0 {
+                    // A directory below a root moved: its parent reported it (IN_MOVED_FROM).
+                    // A root itself moved: its parent is not watched, start over.
+                    if self
+                        .dirs
+                        .get(&ev.wd)
+                        .is_some_and(|d| self.roots.contains(d))
+                    {
+                        return true;
+                    }
+                    continue;
                 }
                 let name_len = name_bytes
                     .iter()
@@ -381,10 +397,18 @@ impl State {
                     continue;
                 };
                 let name = std::ffi::OsStr::from_bytes(&name_bytes[..name_len]);
-                changed.push(dir.join(name));
+                let dir_moved_away =
+                    ev.mask & libc::IN_ISDIR != 0 && ev.mask & libc::IN_MOVED_FROM != 0;
+                changed.push((dir.join(name), dir_moved_away));
             }
         }
-        for path in changed {
+        for (path, dir_moved_away) in changed {
+            if dir_moved_away {
+                // Everything known below the old name is gone from there; where it went (if
+                // inside a root) arrives as IN_MOVED_TO and is walked afresh.
+                self.forget_below(&path);
+                continue;
+            }
             match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => {
                     if !is_pseudo_fs(&path) && !self.dirs.values().any(|d| d == &path) {
@@ -403,6 +427,29 @@ impl State {
             }
         }
         self.unwatchable
+    }
+
+    /// Forgets `dir` and everything below it: its files and its watches (their descriptors
+    /// follow the moved inodes, so their paths would be wrong from now on).
+    fn forget_below(&mut self, dir: &Path) {
+        let before = self.multi.len();
+        self.multi.retain(|p, _| !p.starts_with(dir));
+        if self.multi.len() != before {
+            self.version += 1;
+        }
+        let stale: Vec<i32> = self
+            .dirs
+            .iter()
+            .filter(|(_, p)| p.starts_with(dir))
+            .map(|(wd, _)| *wd)
+            .collect();
+        for wd in stale {
+            self.dirs.remove(&wd);
+            if let Some(fd) = &self.inotify {
+                // SAFETY: removing a watch from our own inotify instance.
+                unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+            }
+        }
     }
 }
 
@@ -486,7 +533,8 @@ mod tests {
             census.outside_links(&entries).paths,
             vec![ws.join("cfg"), ws.join("late"), ws.join("new/late2")]
         );
-        // A directory renamed: the census walks again and stays exact.
+        // A directory renamed: the census follows it without a walk and stays exact, also
+        // for links made below it later.
         std::fs::rename(ws.join("sub"), ws.join("sub2")).unwrap();
         std::fs::hard_link(out.join("secret"), ws.join("sub2/again")).unwrap();
         std::fs::remove_dir_all(ws.join("new")).unwrap();
@@ -494,6 +542,40 @@ mod tests {
             census.outside_links(&entries).paths,
             vec![ws.join("cfg"), ws.join("late"), ws.join("sub2/again")]
         );
+        std::fs::hard_link(out.join("secret"), ws.join("sub2/again2")).unwrap();
+        assert_eq!(
+            census.outside_links(&entries).paths,
+            vec![
+                ws.join("cfg"),
+                ws.join("late"),
+                ws.join("sub2/again"),
+                ws.join("sub2/again2")
+            ]
+        );
+        // A tree with links moved in from outside, nested; then moved deeper; then out.
+        std::fs::create_dir_all(out.join("tree/deep")).unwrap();
+        std::fs::hard_link(out.join("secret"), out.join("tree/deep/l")).unwrap();
+        std::fs::rename(out.join("tree"), ws.join("tree")).unwrap();
+        let mut want = vec![
+            ws.join("cfg"),
+            ws.join("late"),
+            ws.join("sub2/again"),
+            ws.join("sub2/again2"),
+            ws.join("tree/deep/l"),
+        ];
+        assert_eq!(census.outside_links(&entries).paths, want);
+        std::fs::rename(ws.join("tree"), ws.join("sub2/tree")).unwrap();
+        std::fs::hard_link(out.join("secret"), ws.join("sub2/tree/deep/m")).unwrap();
+        want.pop();
+        want.push(ws.join("sub2/tree/deep/l"));
+        want.push(ws.join("sub2/tree/deep/m"));
+        assert_eq!(census.outside_links(&entries).paths, want);
+        std::fs::rename(ws.join("sub2/tree"), out.join("tree")).unwrap();
+        want.truncate(4);
+        assert_eq!(census.outside_links(&entries).paths, want);
+        // What the census knows equals a fresh walk.
+        let fresh = LinkCensus::default();
+        assert_eq!(fresh.outside_links(&entries).paths, want);
         let _ = std::fs::remove_dir_all(&base);
     }
 }
