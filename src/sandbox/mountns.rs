@@ -254,88 +254,95 @@ impl NamespaceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
-    fn fake_fds() -> Vec<OwnedFd> {
-        vec![OwnedFd::from(File::open("/dev/null").unwrap())]
+    /// What `plan` decided, in one word.
+    #[derive(Debug, PartialEq)]
+    enum Verdict {
+        Join,
+        BuildAndKeep,
+        BuildOnce,
+    }
+
+    fn verdict(
+        cache: &NamespaceCache,
+        mounts: &[Vec<u8>],
+        userns: bool,
+        census: Option<u64>,
+    ) -> Verdict {
+        match cache.plan(mounts, userns, 1, census) {
+            NamespacePlan::Join(_) => Verdict::Join,
+            NamespacePlan::Build { capture: Some(_) } => Verdict::BuildAndKeep,
+            NamespacePlan::Build { capture: None } => Verdict::BuildOnce,
+        }
+    }
+
+    /// Plans, and adopts what the (pretend) process built; panics unless it was a capture.
+    fn build(cache: &NamespaceCache, mounts: &[Vec<u8>], census: Option<u64>, fds: usize) {
+        let NamespacePlan::Build {
+            capture: Some(capture),
+        } = cache.plan(mounts, false, 1, census)
+        else {
+            panic!("expected a build to capture");
+        };
+        let fds = (0..fds)
+            .map(|_| OwnedFd::from(File::open("/dev/null").unwrap()))
+            .collect();
+        cache.adopt(capture, fds);
+    }
+
+    fn op(kind: u8, path: &Path) -> Vec<u8> {
+        let mut op = vec![kind];
+        op.extend_from_slice(path.as_os_str().as_bytes());
+        op
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("stockade-mountns-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
     fn a_namespace_is_reused_until_a_covered_path_changes() {
-        let dir = std::env::temp_dir().join(format!("stockade-mountns-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("reuse");
         let file = dir.join("config");
         std::fs::write(&file, "a").unwrap();
-        let mut op = vec![0u8];
-        op.extend_from_slice(file.as_os_str().as_bytes());
-        let mounts = vec![op];
+        let mounts = vec![op(0, &file)];
         let cache = NamespaceCache::new(true);
         assert!(cache.enabled());
-
-        let NamespacePlan::Build {
-            capture: Some(capture),
-        } = cache.plan(&mounts, false, 1, None)
-        else {
-            panic!("the first use builds and captures");
-        };
-        cache.adopt(capture, fake_fds());
+        build(&cache, &mounts, None, 1);
         assert_eq!(cache.len(), 1);
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, None),
-            NamespacePlan::Join(_)
-        ));
-        // Another plan (or the same with a user namespace) is another namespace.
-        assert!(matches!(
-            cache.plan(&mounts, true, 1, None),
-            NamespacePlan::Build { capture: Some(_) }
-        ));
-
+        assert_eq!(verdict(&cache, &mounts, false, None), Verdict::Join);
+        // The same plan with a user namespace is another namespace.
+        assert_eq!(verdict(&cache, &mounts, true, None), Verdict::BuildAndKeep);
         // Replaced on the host (as an editor or git does: write a new file, rename it over).
         let tmp = dir.join("config.tmp");
         std::fs::write(&tmp, "b").unwrap();
         std::fs::rename(&tmp, &file).unwrap();
-        let NamespacePlan::Build {
-            capture: Some(capture),
-        } = cache.plan(&mounts, false, 1, None)
-        else {
-            panic!("a replaced path must not be joined");
-        };
+        assert_eq!(verdict(&cache, &mounts, false, None), Verdict::BuildAndKeep);
         assert_eq!(cache.len(), 0);
         // A capture with the wrong number of fds is not kept.
-        cache.adopt(capture, Vec::new());
+        build(&cache, &mounts, None, 0);
         assert_eq!(cache.len(), 0);
-
         // Missing paths are never captured.
         std::fs::remove_file(&file).unwrap();
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, None),
-            NamespacePlan::Build { capture: None }
-        ));
+        assert_eq!(verdict(&cache, &mounts, false, None), Verdict::BuildOnce);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_change_of_the_host_mount_table_drops_every_namespace() {
-        let dir = std::env::temp_dir().join(format!("stockade-mountns-t-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut op = vec![0u8];
-        op.extend_from_slice(dir.as_os_str().as_bytes());
-        let mounts = vec![op];
+        let dir = scratch("table");
+        let mounts = vec![op(0, &dir)];
         let cache = NamespaceCache::new(true);
-        let NamespacePlan::Build {
-            capture: Some(capture),
-        } = cache.plan(&mounts, false, 1, None)
-        else {
-            panic!("the first use builds and captures");
-        };
-        cache.adopt(capture, fake_fds());
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, None),
-            NamespacePlan::Join(_)
-        ));
-        let target = std::ffi::CString::new(dir.join("m").as_os_str().as_bytes()).unwrap();
+        build(&cache, &mounts, None, 1);
+        assert_eq!(verdict(&cache, &mounts, false, None), Verdict::Join);
         std::fs::create_dir_all(dir.join("m")).unwrap();
-        // SAFETY: mount/umount with valid C strings.
+        let target = std::ffi::CString::new(dir.join("m").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mount with valid C strings.
         let mounted = unsafe {
             libc::mount(
                 c"tmpfs".as_ptr(),
@@ -346,58 +353,36 @@ mod tests {
             )
         } == 0;
         if mounted {
-            // SAFETY: as above.
+            // SAFETY: unmounting what this test mounted.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-            assert!(
-                matches!(
-                    cache.plan(&mounts, false, 1, None),
-                    NamespacePlan::Build { .. }
-                ),
+            assert_eq!(
+                verdict(&cache, &mounts, false, None),
+                Verdict::BuildAndKeep,
                 "a namespace copied from an older mount table was reused"
             );
             assert!(cache.is_empty());
         } else {
             // Not root: the mount table cannot be changed from here; at least nothing changed.
-            assert!(matches!(
-                cache.plan(&mounts, false, 1, None),
-                NamespacePlan::Join(_)
-            ));
+            assert_eq!(verdict(&cache, &mounts, false, None), Verdict::Join);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn census_ops_are_vouched_for_by_the_census_version() {
-        let dir = std::env::temp_dir().join(format!("stockade-mountns-c-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut carve = vec![0u8];
-        carve.extend_from_slice(dir.as_os_str().as_bytes());
+        let dir = scratch("census");
         // The census op's path does not even exist: it is not stamped, the version vouches.
-        let mut link = vec![3u8];
-        link.extend_from_slice(dir.join("no-such-link").as_os_str().as_bytes());
-        let mounts = vec![carve, link];
+        let mounts = vec![op(0, &dir), op(3, &dir.join("no-such-link"))];
         let cache = NamespaceCache::new(true);
-        let NamespacePlan::Build {
-            capture: Some(capture),
-        } = cache.plan(&mounts, false, 1, Some(7))
-        else {
-            panic!("the first use builds and captures");
-        };
-        cache.adopt(capture, fake_fds());
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, Some(7)),
-            NamespacePlan::Join(_)
-        ));
+        build(&cache, &mounts, Some(7), 1);
+        assert_eq!(verdict(&cache, &mounts, false, Some(7)), Verdict::Join);
         // A new census version (a link replaced somewhere) means building again.
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, Some(8)),
-            NamespacePlan::Build { capture: Some(_) }
-        ));
+        assert_eq!(
+            verdict(&cache, &mounts, false, Some(8)),
+            Verdict::BuildAndKeep
+        );
         // Without a version every op is stamped, and a missing one is never captured.
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, None),
-            NamespacePlan::Build { capture: None }
-        ));
+        assert_eq!(verdict(&cache, &mounts, false, None), Verdict::BuildOnce);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -405,10 +390,7 @@ mod tests {
     fn disabled_cache_always_builds() {
         let cache = NamespaceCache::new(false);
         assert!(!cache.enabled());
-        let mounts = vec![b"\x00/".to_vec()];
-        assert!(matches!(
-            cache.plan(&mounts, false, 1, None),
-            NamespacePlan::Build { capture: None }
-        ));
+        let mounts = vec![op(0, Path::new("/"))];
+        assert_eq!(verdict(&cache, &mounts, false, None), Verdict::BuildOnce);
     }
 }
