@@ -316,16 +316,22 @@ impl State {
                 continue;
             };
             for ent in read.flatten() {
-                let path = ent.path();
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                // The entry's type comes with the listing, and its metadata from a lookup
+                // relative to the open directory: no path walk per entry.
+                let Ok(kind) = ent.file_type() else {
                     continue;
                 };
-                if meta.is_dir() {
+                let path = ent.path();
+                if kind.is_dir() {
                     if !is_pseudo_fs(&path) {
                         stack.push(path);
                     }
-                } else {
-                    self.note_file(path, &meta);
+                } else if kind.is_file() {
+                    if let Ok(meta) = ent.metadata() {
+                        self.note_file(path, &meta);
+                    }
+                } else if self.multi.remove(&path).is_some() {
+                    self.version += 1;
                 }
             }
         }
