@@ -79,7 +79,7 @@ pub struct Spawned {
     pub stdin: Option<Arc<AsyncPipe>>,
     /// The PTY master, for resize and foreground-group signals.
     pub pty: Option<Arc<AsyncPipe>>,
-    /// Keeper status pipe, positioned after the pid: the exit record comes next.
+    /// Keeper status pipe, positioned after the start report: the exit record comes next.
     pub status: pipe::Receiver,
     /// With [`SpawnNamespace::BuildAndCapture`]: the namespace's fds (user namespace first,
     /// when there is one), as the program sent them before exec; empty if it could not.
@@ -145,19 +145,29 @@ impl Spawner {
     /// Starts a process. On error nothing is left running.
     pub async fn spawn(&self, mut spec: SpawnSpec) -> Result<Spawned, SpawnError> {
         let setup = |what| move |source| SpawnError::Setup { what, source };
+        // The request says how the namespace is made; its fds go last in the datagram.
         let mut capture = None;
-        match &spec.namespace {
-            SpawnNamespace::Build => spec.request.namespace = NamespaceMode::Build,
+        let ns_fds: Vec<i32> = match &spec.namespace {
+            SpawnNamespace::Build => {
+                spec.request.namespace = NamespaceMode::Build;
+                Vec::new()
+            }
             SpawnNamespace::BuildAndCapture => {
                 spec.request.namespace = NamespaceMode::BuildAndCapture;
-                capture = Some(sys::seqpacket_pair().map_err(setup("namespace socket"))?);
+                let (server_end, child_end) =
+                    sys::seqpacket_pair().map_err(setup("namespace socket"))?;
+                let fd = child_end.as_raw_fd();
+                capture = Some((server_end, child_end));
+                vec![fd]
             }
             SpawnNamespace::Join(ns) => {
                 spec.request.namespace = NamespaceMode::Join;
                 spec.request.mounts.clear();
                 spec.request.userns = ns.user.is_some();
+                let user = ns.user.as_ref().map(|u| u.as_raw_fd());
+                user.into_iter().chain([ns.mnt.as_raw_fd()]).collect()
             }
-        }
+        };
         let (status_r, status_w) = sys::pipe().map_err(setup("status pipe"))?;
         // (server side, child side) pairs.
         let mut outputs = Vec::new();
@@ -233,16 +243,7 @@ impl Spawner {
         if let Some(c) = &spec.cgroup_procs {
             raw.push(c.as_raw_fd());
         }
-        match &spec.namespace {
-            SpawnNamespace::Build => {}
-            SpawnNamespace::BuildAndCapture => {
-                raw.extend(capture.as_ref().map(|(_, child_end)| child_end.as_raw_fd()));
-            }
-            SpawnNamespace::Join(ns) => {
-                raw.extend(ns.user.as_ref().map(|u| u.as_raw_fd()));
-                raw.push(ns.mnt.as_raw_fd());
-            }
-        }
+        raw.extend(ns_fds);
         self.send(len, inline, &raw)
             .await
             .map_err(setup("zygote"))?;
