@@ -360,19 +360,42 @@ async fn start_inner(
     )
     .map_err(|e| RpcError::internal(format!("failed to spawn `{program_name}`: {e}")))?;
     let size = p.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
-    let spec = SpawnSpec {
+    // The mount namespace: joined when an identical one exists (then no mounts travel).
+    let mut capture = None;
+    let mut namespace = SpawnNamespace::Build;
+    if !prepared.mounts.is_empty() {
+        let carve_outs = prepared.mounts.len().saturating_sub(linked.paths.len());
+        match server.namespaces.plan(
+            &prepared.mounts,
+            prepared.userns,
+            carve_outs,
+            linked.version,
+        ) {
+            NamespacePlan::Join(ns) => namespace = SpawnNamespace::Join(ns),
+            NamespacePlan::Build { capture: Some(c) } => {
+                namespace = SpawnNamespace::BuildAndCapture;
+                capture = Some(c);
+            }
+            NamespacePlan::Build { capture: None } => {}
+        }
+    }
+    let mounts = match namespace {
+        SpawnNamespace::Join(_) => Vec::new(),
+        _ => prepared.mounts,
+    };
+    let mut spec = SpawnSpec {
         request: KeeperRequest {
             program: program.as_os_str().as_bytes().to_vec(),
             argv,
             envp,
             cwd: cwd.as_os_str().as_bytes().to_vec(),
             tty: p.tty,
-            seccomp: prepared.seccomp.clone(),
+            seccomp: prepared.seccomp,
             has_ruleset: prepared.ruleset.is_some(),
             no_new_privs: prepared.no_new_privs,
             drop_caps: prepared.drop_caps,
             no_core: prepared.no_core,
-            mounts: prepared.mounts.clone(),
+            mounts,
             userns: prepared.userns,
             rlimits: rlimit_entries(&limits, tree),
             ignore_sigxfsz: limits.max_file_size_bytes.is_some(),
@@ -383,26 +406,8 @@ async fn start_inner(
         pipe_stdin: p.pipe_stdin && !p.tty,
         ruleset: prepared.ruleset,
         cgroup_procs: None,
-        namespace: SpawnNamespace::Build,
+        namespace,
     };
-    let mut spec = spec;
-    let mut capture = None;
-    if !prepared.mounts.is_empty() {
-        let carve_outs = prepared.mounts.len().saturating_sub(linked.paths.len());
-        match server.namespaces.plan(
-            &prepared.mounts,
-            prepared.userns,
-            carve_outs,
-            linked.version,
-        ) {
-            NamespacePlan::Join(ns) => spec.namespace = SpawnNamespace::Join(ns),
-            NamespacePlan::Build { capture: Some(c) } => {
-                spec.namespace = SpawnNamespace::BuildAndCapture;
-                capture = Some(c);
-            }
-            NamespacePlan::Build { capture: None } => {}
-        }
-    }
     let cgroup = match &server.cgroup {
         Some(root) => {
             let group = root
