@@ -453,11 +453,17 @@ both_transports!(retention_and_id_reuse, |t| async move {
     let e = c.start_with("big", &["true"], json!({})).await.unwrap_err();
     assert_eq!(e["code"], -32600);
     assert_eq!(e["message"], "process big already exists");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let e = c
-        .call("process/read", json!({"processId": "big"}))
-        .await
-        .unwrap_err();
+    // The closed process is forgotten once its retention ends: poll against a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let e = loop {
+        match c.call("process/read", json!({"processId": "big"})).await {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(r) => panic!("process big is still retained: {r}"),
+        }
+    };
     assert_eq!(e["message"], "unknown process id big");
     c.start("big", &["true"]).await;
     c.closed("big").await;

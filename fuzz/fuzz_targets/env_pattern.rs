@@ -9,6 +9,9 @@ fuzz_target!(|data: (String, String)| {
     let _ = matches(&pattern, &name);
     assert!(matches("*", &name));
     if !pattern.contains(['*', '?']) {
-        assert_eq!(matches(&pattern, &name), pattern.to_lowercase() == name.to_lowercase());
+        assert_eq!(
+            matches(&pattern, &name),
+            pattern.to_lowercase() == name.to_lowercase()
+        );
     }
 });

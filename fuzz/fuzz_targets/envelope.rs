@@ -2,8 +2,12 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stockade::protocol::envelope::{Incoming, decode};
-use stockade::protocol::fs::{CopyParams, CreateDirectoryParams, PathParams, RemoveParams, WriteFileParams};
-use stockade::protocol::process::{ReadParams, ResizeParams, SignalParams, StartParams, WriteParams};
+use stockade::protocol::fs::{
+    CopyParams, CreateDirectoryParams, PathParams, RemoveParams, WriteFileParams,
+};
+use stockade::protocol::process::{
+    ReadParams, ResizeParams, SignalParams, StartParams, WriteParams,
+};
 use stockade::server::methods::parse_params;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use stockade::transport::{Frame, lines::LineDecoder};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, rest)) = data.split_first() else { return };
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
     let max = 1 + (cut as usize % 64);
     let run = |pieces: &[&[u8]]| {
         let mut d = LineDecoder::new(max);

@@ -16,7 +16,8 @@ fn tree() -> &'static PathBuf {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("a/b/c")).unwrap();
         std::fs::write(root.join("a/f"), "f").unwrap();
-        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
+        let link =
+            |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
         link("a/b", "l1");
         link("../..", "a/b/up");
         link("/tmp", "a/abs");
@@ -28,7 +29,9 @@ fn tree() -> &'static PathBuf {
     })
 }
 
-const NAMES: [&str; 14] = ["a", "b", "c", "f", "l1", "up", "abs", "loop1", "rel", "dangling", "..", ".", "x", ""];
+const NAMES: [&str; 14] = [
+    "a", "b", "c", "f", "l1", "up", "abs", "loop1", "rel", "dangling", "..", ".", "x", "",
+];
 
 fuzz_target!(|data: &[u8]| {
     let root = tree();
@@ -40,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
     let walked = locate(&path, true, &guard, Need::Read);
     match (walked, std::fs::canonicalize(&path)) {
         (Ok(loc), Ok(real)) => {
-            assert!(loc.leaf.is_some(), "{path:?} exists but the walk found nothing");
+            assert!(
+                loc.leaf.is_some(),
+                "{path:?} exists but the walk found nothing"
+            );
             assert_eq!(loc.real(), real, "{path:?}");
         }
         (Ok(loc), Err(_)) => assert!(loc.leaf.is_none() || loc.real().is_dir(), "{path:?}"),

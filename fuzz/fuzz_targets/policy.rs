@@ -9,7 +9,9 @@ use stockade::env::EnvPolicy;
 use stockade::sandbox::policy::from_request;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
     let env = BTreeMap::from([("TMPDIR".to_string(), "/tmp/x".to_string())]);
     for (a, b) in [(Some(&v), None), (None, Some(&v))] {
         if let Ok(Some(p)) = from_request(a, b, Path::new("/work"), &env) {

@@ -21,6 +21,27 @@ pub fn bin() -> String {
     std::env::var("STOCKADE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stockade").to_string())
 }
 
+/// A test that cannot run its subject on this host calls this instead of returning quietly: it
+/// fails the test unless `STOCKADE_ALLOW_SKIP` (a comma-separated list, set by `.ci/run` for the
+/// skips it expects) names `reason`, in which case it says why and the test returns.
+///
+/// ```ignore
+/// let Some(root) = test_cgroup_root() else {
+///     return allow_skip("cgroup-v2", "no writable cgroup v2 directory");
+/// };
+/// ```
+pub fn allow_skip(reason: &str, why: &str) {
+    let allowed = std::env::var("STOCKADE_ALLOW_SKIP").unwrap_or_default();
+    if allowed.split(',').any(|a| a.trim() == reason) {
+        eprintln!("skipped ({reason}, allowed by STOCKADE_ALLOW_SKIP): {why}");
+    } else {
+        panic!(
+            "cannot run this test here: {why}. If that is expected on this host, set \
+             STOCKADE_ALLOW_SKIP={reason} (CI lists its allowed skips in .ci/run)"
+        );
+    }
+}
+
 pub fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
