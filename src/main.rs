@@ -13,7 +13,22 @@ use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
 use stockade::transport::{stdio, ws};
 
-fn main() -> anyhow::Result<()> {
+/// Exit status of `stockade run` when stockade itself fails (as `timeout` and `env` use 125),
+/// so that it cannot be mistaken for the command's own status.
+const RUN_OWN_ERROR: i32 = 125;
+
+/// Errors end the process with one clear message on stderr (the whole cause chain on one line),
+/// never a backtrace, whatever `RUST_BACKTRACE` says: a CI log should show what to fix, not
+/// where in stockade the error was noticed.
+fn main() {
+    let is_run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
+    if let Err(e) = real_main() {
+        eprintln!("stockade: {e:#}");
+        std::process::exit(if is_run { RUN_OWN_ERROR } else { 1 });
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     // Before any thread exists: every fd we create later must be >= 3.
     stockade::process::sys::ensure_std_fds();
     tracing_subscriber::fmt()
@@ -47,7 +62,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .is_some_and(|p| stockade::sandbox::policy::Level::parse(p).is_some());
     let file = match &args.policy {
         Some(path) if !is_name => {
-            RunPolicyFile::load(std::path::Path::new(path)).map_err(anyhow::Error::msg)?
+            let file = std::path::Path::new(path);
+            if !file.exists() {
+                bail!(
+                    "--policy {path}: neither a policy name (read-only, workspace-write, \
+                     external-sandbox, danger-full-access) nor an existing policy file"
+                );
+            }
+            RunPolicyFile::load(file).map_err(anyhow::Error::msg)?
         }
         _ => RunPolicyFile::default(),
     };

@@ -54,6 +54,44 @@ fn forwards_stdio_and_exit_status() {
     assert!(err.contains("No such file or directory"), "{err}");
 }
 
+/// Every failure of stockade itself exits 125 with one `stockade: ...` line and no backtrace,
+/// even with `RUST_BACKTRACE=1` (often set in CI).
+#[test]
+fn own_errors_exit_125_with_one_message() {
+    let dir = std::env::temp_dir().join(marker("own-errors"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[sandbox]\nbogus = 1\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["--config", bad, "--", "true"],
+        vec!["--policy", bad, "--", "true"],
+        vec!["--policy", "workspace-writ", "--", "true"],
+        vec!["--", "definitely-not-a-program"],
+    ] {
+        let out = Command::new(bin())
+            .arg("run")
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.starts_with("stockade: "), "{args:?}: {err}");
+        assert!(!err.contains("backtrace"), "{args:?}: {err}");
+    }
+    let out = Command::new(bin())
+        .args(["run", "--policy", "workspace-writ", "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workspace-write") && err.contains("read-only"),
+        "a wrong policy name lists the valid names: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn env_flags() {
     let (_, out, _) = run(
