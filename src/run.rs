@@ -161,7 +161,13 @@ pub const EXIT_STOCKADE_ERROR: i32 = 125;
 /// Runs the command; returns the exit status to exit with (128+n for a signal death).
 pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
     let (tx, mut rx) = mpsc::channel(server.config.outbox_capacity);
-    let session = server.sessions.create(tx);
+    let session = match server.sessions.create(tx) {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("stockade: {}", e.message);
+            return EXIT_STOCKADE_ERROR;
+        }
+    };
     let params = json!({
         "processId": "run",
         "argv": req.argv,

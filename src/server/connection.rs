@@ -206,7 +206,7 @@ fn initialize(
                 "unknown session id {id}"
             )));
         }
-        None => server.sessions.create(outbox.clone()),
+        None => server.sessions.create(outbox.clone())?,
     };
     let result = InitializeResult {
         session_id: session.id.clone(),

@@ -76,10 +76,17 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates a session attached to `outbox`.
-    pub fn create(&self, outbox: Outbox) -> Arc<Session> {
+    /// Creates a session attached to `outbox`. Fails (-32603) when the OS's random source
+    /// cannot give an id: a session id is a capability (it resumes the session's processes),
+    /// so it is never made from guessable values.
+    pub fn create(&self, outbox: Outbox) -> Result<Arc<Session>, RpcError> {
+        let id = new_uuid().map_err(|e| {
+            RpcError::internal(format!(
+                "cannot create a session id: the OS random source failed: {e}"
+            ))
+        })?;
         let session = Arc::new(Session {
-            id: new_uuid(),
+            id,
             processes: Arc::new(ProcessTable::default()),
             sink: SessionSink::default(),
             attachment: Mutex::new(Attachment {
@@ -89,7 +96,7 @@ impl Sessions {
         });
         session.sink.set(Some(outbox));
         self.map().insert(session.id.clone(), session.clone());
-        session
+        Ok(session)
     }
 
     /// Reattaches a detached session to `outbox`.
@@ -151,20 +158,16 @@ impl Sessions {
     }
 }
 
-/// A random (version 4) UUID from the kernel's CSPRNG.
-pub fn new_uuid() -> String {
+/// A random (version 4) UUID from the OS's random source (`getrandom(2)`). There is no
+/// fallback: an error is returned when the random source fails.
+pub fn new_uuid() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        // Extremely unlikely; fall back to time and pid so ids still differ.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        b.copy_from_slice(&(t ^ ((std::process::id() as u128) << 64)).to_le_bytes());
-    }
+    getrandom::fill(&mut b)?;
+    Ok(format_uuid_v4(b))
+}
+
+/// Formats 16 random bytes as a version 4, variant 1 UUID.
+fn format_uuid_v4(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -176,4 +179,53 @@ pub fn new_uuid() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_has_version_4_and_variant_1_shape() {
+        let id = new_uuid().expect("random source");
+        assert_eq!(id.len(), 36);
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_eq!(&parts[2][..1], "4");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+    }
+
+    #[test]
+    fn uuid_formatting_forces_only_the_version_and_variant_bits() {
+        assert_eq!(
+            format_uuid_v4([0xff; 16]),
+            "ffffffff-ffff-4fff-bfff-ffffffffffff"
+        );
+        assert_eq!(
+            format_uuid_v4([0; 16]),
+            "00000000-0000-4000-8000-000000000000"
+        );
+    }
+
+    #[test]
+    fn ids_do_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| new_uuid().expect("random source"))
+            .collect();
+        assert_eq!(ids.len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn sessions_get_distinct_random_ids() {
+        let sessions = Sessions::default();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let a = sessions.create(tx.clone()).expect("session");
+        let b = sessions.create(tx).expect("session");
+        assert_ne!(a.id, b.id);
+        assert_eq!(sessions.all().len(), 2);
+    }
 }

@@ -25,15 +25,12 @@ pub struct WsSecurity {
     pub token: Option<String>,
 }
 
-/// Compares two byte strings in time independent of where they differ.
+/// Compares two byte strings in time independent of their contents (`subtle`'s
+/// constant-time equality; only the lengths, which are not secret enough to matter for a
+/// random token, can end the comparison early).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    diff == 0 && a.len() == b.len()
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 /// Why an upgrade was refused.
@@ -160,4 +157,65 @@ async fn serve_socket(
     reader.abort();
     writer.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().uri("/");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).expect("request")
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-tokex"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-toke"));
+        assert!(!constant_time_eq(b"secret-toke", b"secret-token"));
+        assert!(!constant_time_eq(b"", b"x"));
+        // Lengths that agree modulo 256 must not compare equal.
+        assert!(!constant_time_eq(&[0u8; 256], &[]));
+    }
+
+    #[test]
+    fn upgrade_needs_the_exact_bearer_token() {
+        let sec = WsSecurity {
+            allowed_origins: vec![],
+            token: Some("s3cret".into()),
+        };
+        assert_eq!(check_upgrade(&sec, &request(&[])), Err(Refusal::Token));
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Basic s3cret",
+            "s3cret",
+            "Bearer ",
+        ] {
+            assert_eq!(
+                check_upgrade(&sec, &request(&[("authorization", wrong)])),
+                Err(Refusal::Token),
+                "{wrong}"
+            );
+        }
+        assert_eq!(
+            check_upgrade(&sec, &request(&[("authorization", "Bearer s3cret")])),
+            Ok(())
+        );
+        assert_eq!(
+            check_upgrade(
+                &sec,
+                &request(&[
+                    ("authorization", "Bearer s3cret"),
+                    ("origin", "http://evil")
+                ])
+            ),
+            Err(Refusal::Origin)
+        );
+    }
 }
