@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
 /// Why a wire path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -57,35 +59,31 @@ pub fn parse_wire_path(s: &str) -> Result<(PathBuf, PathForm), PathError> {
     Ok((PathBuf::from(s), PathForm::Plain))
 }
 
+/// What a `file://` URI leaves unescaped in a path: RFC 3986's unreserved characters and `/`.
+const URI_PATH_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Decodes percent-escapes, refusing a `%` that is not followed by two hex digits (the
+/// decoder itself passes such text through unchanged, which would turn a typo into a
+/// different path).
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
+    let well_formed = b.iter().enumerate().all(|(i, &c)| {
+        c != b'%'
+            || b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    well_formed.then(|| percent_encoding::percent_decode(b).collect())
 }
 
 /// Renders a path as a `file://` URI (percent-encoding what is not unreserved or `/`).
 pub fn to_file_uri(path: &Path) -> String {
-    let mut out = String::from("file://");
-    for &c in path.as_os_str().as_bytes() {
-        if c.is_ascii_alphanumeric() || b"/-._~".contains(&c) {
-            out.push(c as char);
-        } else {
-            out.push_str(&format!("%{c:02X}"));
-        }
-    }
-    out
+    let encoded = percent_encoding::percent_encode(path.as_os_str().as_bytes(), URI_PATH_ESCAPED);
+    format!("file://{encoded}")
 }
 
 /// Renders a path in the given form.
@@ -126,6 +124,13 @@ mod tests {
             parse_wire_path("file:///%zz"),
             Err(PathError::BadUri(_))
         ));
+        // A sign is not a hex digit (`u8::from_str_radix` would take `+f`), nor is a short escape.
+        for bad in ["file:///%+f", "file:///%-1", "file:///a%2", "file:///a%"] {
+            assert!(
+                matches!(parse_wire_path(bad), Err(PathError::BadUri(_))),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             parse_wire_path("file:///a%00"),
             Err(PathError::Nul)
