@@ -4,5 +4,5 @@
 pub mod pattern;
 pub mod policy;
 
-pub use pattern::matches;
+pub use pattern::{PatternSet, matches};
 pub use policy::{EnvPolicy, Inherit, ServerEnv, build};

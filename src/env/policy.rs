@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use serde_json::Value;
 
-use super::pattern::any_matches;
+use super::pattern::PatternSet;
 
 /// The start set of step 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,9 @@ pub fn build(
     never_inherit: &[String],
     overlay: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let inheritable = |name: &str| !any_matches(never_inherit, name);
+    // Each pattern list is compiled once for this build, not once per variable.
+    let guard = PatternSet::new(never_inherit);
+    let inheritable = |name: &str| !guard.any(name);
     // 1. Start set.
     let mut env: BTreeMap<String, String> = match policy.inherit {
         Inherit::All => server
@@ -203,15 +205,17 @@ pub fn build(
     };
     // 2. Default excludes.
     if !policy.ignore_default_excludes {
-        let defaults: Vec<String> = DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect();
-        env.retain(|k, _| !any_matches(&defaults, k));
+        let defaults = PatternSet::new(DEFAULT_EXCLUDES);
+        env.retain(|k, _| !defaults.any(k));
     }
     // 3. Client excludes.
-    env.retain(|k, _| !any_matches(&policy.exclude, k));
+    let exclude = PatternSet::new(&policy.exclude);
+    env.retain(|k, _| !exclude.any(k));
     // 4. Explicit includes beat steps 2-3 (but never the operator guard).
     if !policy.include.is_empty() {
+        let include = PatternSet::new(&policy.include);
         for (k, v) in &server.vars {
-            if any_matches(&policy.include, k) && inheritable(k) {
+            if include.any(k) && inheritable(k) {
                 env.insert(k.clone(), v.clone());
             }
         }
@@ -222,7 +226,8 @@ pub fn build(
     }
     // 6. includeOnly (after set: it can remove set entries).
     if !policy.include_only.is_empty() {
-        env.retain(|k, _| any_matches(&policy.include_only, k));
+        let include_only = PatternSet::new(&policy.include_only);
+        env.retain(|k, _| include_only.any(k));
     }
     // 7. Overlay.
     for (k, v) in overlay {
@@ -445,7 +450,7 @@ mod tests {
                 .collect();
             let env = build(&server, &policy, &guard, &overlay);
             for (k, v) in &env {
-                if any_matches(&guard, k) {
+                if PatternSet::new(&guard).any(k) {
                     assert!(
                         policy.set.contains_key(k) || overlay.contains_key(k),
                         "{k}={v} leaked past never_inherit {guard:?}"
