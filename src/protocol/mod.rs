@@ -1,4 +1,5 @@
-//! Wire types of the stockade protocol, one module per section of `PROTOCOL.md`.
+//! Wire types of the stockade protocol, one module per section of `docs/PROTOCOL.md` (code
+//! comments cite its sections as "PROTOCOL.md section N").
 //!
 //! This module has no behaviour: it only describes shapes (serde) and error codes, so that
 //! handlers and tests can build and inspect messages with the same types.
