@@ -327,8 +327,10 @@ both_transports!(terminate_kills_the_whole_tree, |t| async move {
     c.start("tree", &["sh", "-c", &script]).await;
     c.wait_output("tree", "started").await;
     let mut pids = Vec::new();
+    // Polled against a deadline: on a loaded machine a `setsid` child may take a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for m in [&a, &b, &d] {
-        for _ in 0..100 {
+        while std::time::Instant::now() < deadline {
             let found = pids_with_marker(m);
             if !found.is_empty() {
                 pids.extend(found);

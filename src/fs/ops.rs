@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
-use base64::Engine;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, readlinkat, renameat};
@@ -101,7 +100,7 @@ pub fn read_file(guard: &Guard, path: &Path, headroom: usize) -> Result<String, 
         if total > READ_FILE_LIMIT {
             return Err(too_large());
         }
-        base64::engine::general_purpose::STANDARD.encode_string(&buf[..filled], &mut out);
+        base64_simd::STANDARD.encode_append(&buf[..filled], &mut out);
         if filled < buf.len() {
             break;
         }

@@ -1,7 +1,6 @@
 //! Processes: the per-session table, spawning, output sequencing and retention, PTYs, and the
 //! tree kill.
 
-pub mod b64;
 pub mod cgroup;
 pub mod keeper;
 pub mod output;

@@ -3,8 +3,6 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use base64::Engine;
-
 use super::spawn::Stream;
 use crate::protocol::process::{ReadChunk, ReadResult};
 
@@ -143,7 +141,7 @@ impl OutputState {
             chunks.push(ReadChunk {
                 seq: c.seq,
                 stream: c.stream.name(),
-                chunk: base64::engine::general_purpose::STANDARD.encode(&c.data),
+                chunk: base64_simd::STANDARD.encode_to_string(&c.data),
             });
         }
         ReadResult {

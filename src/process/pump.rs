@@ -8,7 +8,6 @@ use serde_json::json;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
-use super::b64;
 use super::keeper::{EXIT_RECORD_LEN, ExitRecord};
 use super::output::ExitInfo;
 use super::spawn::Stream;
@@ -280,7 +279,8 @@ async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data
     // Built by hand straight into one buffer: base64 needs no JSON escaping, and this is the
     // hot path for streaming.
     let id = serde_json::to_string(&process.id).unwrap_or_else(|_| "\"\"".into());
-    let mut msg = Vec::with_capacity(b64::encoded_len(data.len()) + id.len() + 100);
+    let mut msg =
+        Vec::with_capacity(base64_simd::STANDARD.encoded_length(data.len()) + id.len() + 100);
     msg.extend_from_slice(b"{\"method\":\"process/output\",\"params\":{\"processId\":");
     msg.extend_from_slice(id.as_bytes());
     msg.extend_from_slice(b",\"seq\":");
@@ -288,7 +288,7 @@ async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data
     msg.extend_from_slice(b",\"stream\":\"");
     msg.extend_from_slice(stream.name().as_bytes());
     msg.extend_from_slice(b"\",\"chunk\":\"");
-    b64::encode_into(data, &mut msg);
+    base64_simd::STANDARD.encode_append(data, &mut msg);
     msg.extend_from_slice(b"\"}}");
     match String::from_utf8(msg) {
         Ok(text) => sink.send(OutMessage(text)).await,

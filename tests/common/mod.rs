@@ -437,9 +437,11 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Waits (bounded) until none of the pids is alive; returns the survivors.
+/// Waits (up to a generous deadline, for loaded machines) until none of the pids is alive;
+/// returns the survivors.
 pub async fn wait_all_dead(pids: &[i32]) -> Vec<i32> {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         let alive: Vec<i32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
         if alive.is_empty() {
             return alive;
