@@ -8,7 +8,7 @@ use stockade::cli::{Cli, Command, RunArgs, SandboxArgs, ServeArgs};
 use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
 use stockade::run::{RunPolicyFile, RunRequest, parse_inherit};
-use stockade::sandbox::prepare::SandboxSettings;
+use stockade::sandbox::prepare::{SandboxSettings, SupervisorPorts};
 use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
 use stockade::transport::{stdio, ws};
@@ -167,29 +167,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             SandboxSettings::default(),
         )?
     };
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         cgroup_root: args.cgroup_root.clone().or(config.cgroup_root.clone()),
         ..config
     };
     let (zygote, runtime) = start_processes()?;
     runtime.block_on(async move {
-        let server = Server::new(config, zygote).context("starting the spawner thread")?;
+        // Bound before the server exists: no confined process may reach the listener's port
+        // (the sandbox denies it), so the port must be known when the sandbox is set up.
+        let listener = match listen {
+            ListenAddr::Stdio => None,
+            ListenAddr::WebSocket(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?;
+                let port = listener.local_addr()?.port();
+                config.sandbox.supervisor_ports = SupervisorPorts::new(vec![port]);
+                Some(listener)
+            }
+        };
+        let server = Server::new(config, zygote).context("starting the server")?;
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let main_job = async {
-            match listen {
-                ListenAddr::Stdio => {
+            match listener {
+                None => {
                     // On a worker, not on this `block_on` thread: the request tasks the
                     // connection spawns then start on the same worker without a cross-thread
                     // wakeup (one hop less per request).
                     let _ = tokio::spawn(stdio::run(server.clone())).await;
                     Ok(())
                 }
-                ListenAddr::WebSocket(addr) => {
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("binding {addr}"))?;
+                Some(listener) => {
                     let bound = listener.local_addr()?;
                     let mut stdout = tokio::io::stdout();
                     stdout

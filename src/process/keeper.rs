@@ -331,6 +331,7 @@ pub unsafe fn keeper_main(
             fds.stderr,
             fds.status_pipe,
             plan.sandbox.ruleset_fd,
+            plan.sandbox.port_guard_fd,
             ns_a,
             ns_b,
         ]);

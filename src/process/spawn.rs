@@ -24,8 +24,11 @@ pub struct SpawnSpec {
     pub tty: Option<(u16, u16)>,
     /// Keep a writable stdin pipe (non-tty).
     pub pipe_stdin: bool,
-    /// Landlock ruleset for the child (sent as the 7th fd).
+    /// Landlock ruleset for the child (sent after the request memfd, if any).
     pub ruleset: Option<OwnedFd>,
+    /// The ruleset denying the server's own ports (sent after the ruleset), shared by every
+    /// spawn.
+    pub port_guard: Option<Arc<OwnedFd>>,
     /// The process cgroup's `cgroup.procs`, opened for writing: the keeper moves itself in
     /// before starting the program (sent after the ruleset).
     pub cgroup_procs: Option<OwnedFd>,
@@ -239,6 +242,9 @@ impl Spawner {
         }
         if let Some(r) = &spec.ruleset {
             raw.push(r.as_raw_fd());
+        }
+        if let Some(g) = &spec.port_guard {
+            raw.push(g.as_raw_fd());
         }
         if let Some(c) = &spec.cgroup_procs {
             raw.push(c.as_raw_fd());

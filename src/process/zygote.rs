@@ -61,7 +61,9 @@ pub struct KeeperRequest {
     pub rlimits: Vec<Vec<u8>>,
     /// Ignore SIGXFSZ (file size limit set).
     pub ignore_sigxfsz: bool,
-    /// A process cgroup's `cgroup.procs` is attached after the ruleset: the keeper joins it
+    /// The ruleset denying the server's own ports is attached after the ruleset.
+    pub has_port_guard: bool,
+    /// A process cgroup's `cgroup.procs` is attached after the rulesets: the keeper joins it
     /// before starting the program.
     pub has_cgroup: bool,
     /// How the target gets its mount namespace (when it needs one).
@@ -165,6 +167,7 @@ impl KeeperRequest {
         out.push(self.no_core as u8);
         out.push(self.has_cgroup as u8);
         out.push(self.namespace.byte());
+        out.push(self.has_port_guard as u8);
         out
     }
 
@@ -196,15 +199,16 @@ impl KeeperRequest {
             no_core: *r.0.get(4)? != 0,
             has_cgroup: *r.0.get(5)? != 0,
             namespace: NamespaceMode::from_byte(*r.0.get(6)?)?,
+            has_port_guard: *r.0.get(7)? != 0,
         };
-        if r.0.len() != 7 {
+        if r.0.len() != 8 {
             return None;
         }
         Some(req)
     }
 
     /// The exec plan; `ns_fds` are the fds the namespace mode attached, in order.
-    fn into_plan(self, ruleset_fd: i32, ns_fds: &[i32]) -> Option<ExecPlan> {
+    fn into_plan(self, ruleset_fd: i32, port_guard_fd: i32, ns_fds: &[i32]) -> Option<ExecPlan> {
         let c = |b: Vec<u8>| CString::new(b).ok();
         let mut sandbox = ChildSandbox::new(
             ruleset_fd,
@@ -213,6 +217,7 @@ impl KeeperRequest {
             self.drop_caps,
             self.no_core,
         );
+        sandbox.port_guard_fd = port_guard_fd;
         for rl in &self.rlimits {
             if rl.len() != 12 {
                 return None;
@@ -283,7 +288,7 @@ pub struct Zygote {
 
 /// Number of fds passed with every request (stdin, stdout, stderr, status pipe);
 /// then, in this order and only when present: the request memfd (a request too large to travel
-/// inline), the Landlock ruleset, the process cgroup's `cgroup.procs`, the namespace fds of
+/// inline), the Landlock ruleset, the port guard ruleset, the process cgroup's `cgroup.procs`, the namespace fds of
 /// [`NamespaceMode`].
 const FDS_PER_REQUEST: usize = 4;
 
@@ -601,11 +606,19 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         },
         _ => -1,
     };
+    let port_guard_fd = match &decoded {
+        Some(r) if r.has_port_guard => match fds.get(next_fd + usize::from(r.has_ruleset)) {
+            Some(fd) => fd.as_raw_fd(),
+            // SAFETY: exiting: a promised ruleset is missing (never run unconfined).
+            None => unsafe { libc::_exit(1) },
+        },
+        _ => -1,
+    };
     // Join the process cgroup before anything of the tree runs; never run outside it.
     if let Some(r) = &decoded
         && r.has_cgroup
     {
-        let index = next_fd + usize::from(r.has_ruleset);
+        let index = next_fd + usize::from(r.has_ruleset) + usize::from(r.has_port_guard);
         let Some(procs) = fds.get(index) else {
             // SAFETY: exiting: a promised cgroup is missing.
             unsafe { libc::_exit(1) }
@@ -624,7 +637,10 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
     }
     let ns_fds: Vec<i32> = match &decoded {
         Some(r) => {
-            let first = next_fd + usize::from(r.has_ruleset) + usize::from(r.has_cgroup);
+            let first = next_fd
+                + usize::from(r.has_ruleset)
+                + usize::from(r.has_port_guard)
+                + usize::from(r.has_cgroup);
             let n = r.namespace.fds(r.userns);
             match fds.get(first..first + n) {
                 Some(f) => f.iter().map(|f| f.as_raw_fd()).collect(),
@@ -634,7 +650,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         }
         None => Vec::new(),
     };
-    let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd, &ns_fds)) {
+    let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd, port_guard_fd, &ns_fds)) {
         Some(p) => p,
         // SAFETY: exiting.
         None => unsafe { libc::_exit(1) },
@@ -672,6 +688,7 @@ mod tests {
             ignore_sigxfsz: true,
             has_cgroup: true,
             namespace: NamespaceMode::Join,
+            has_port_guard: true,
         };
         assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
         let enc = r.encode();

@@ -108,6 +108,9 @@ pub struct ExecPlan {
 pub struct ChildSandbox {
     /// Landlock ruleset fd (-1: none).
     pub ruleset_fd: i32,
+    /// The ruleset denying the server's own ports, stacked after `ruleset_fd` (-1: none; see
+    /// [`crate::sandbox::prepare::SupervisorPorts`]).
+    pub port_guard_fd: i32,
     /// seccomp programs, applied in order as the last step.
     pub seccomp: Vec<Vec<libc::sock_filter>>,
     /// `sock_fprog`s pointing into `seccomp` (built once, in the parent).
@@ -180,6 +183,7 @@ impl ChildSandbox {
     ) -> ChildSandbox {
         let mut s = ChildSandbox {
             ruleset_fd,
+            port_guard_fd: -1,
             seccomp,
             fprogs: Vec::new(),
             no_new_privs,
@@ -204,6 +208,7 @@ impl ChildSandbox {
     pub fn none() -> ChildSandbox {
         ChildSandbox {
             ruleset_fd: -1,
+            port_guard_fd: -1,
             ..ChildSandbox::default()
         }
     }
@@ -358,6 +363,13 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> 
         }
         if sb.ruleset_fd >= 0
             && libc::syscall(libc::SYS_landlock_restrict_self, sb.ruleset_fd, 0u32) < 0
+        {
+            fail(ep, Stage::Landlock, errno());
+        }
+        // The policy's own (small) ruleset first: a new domain copies every rule of the one
+        // it stacks on, so this order copies the port guard's rules once, not twice.
+        if sb.port_guard_fd >= 0
+            && libc::syscall(libc::SYS_landlock_restrict_self, sb.port_guard_fd, 0u32) < 0
         {
             fail(ep, Stage::Landlock, errno());
         }

@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -27,6 +28,54 @@ pub struct SandboxSettings {
     /// Make files with a hard link outside the writable roots read-only for processes (see
     /// [`crate::sandbox::links`]). On by default.
     pub protect_hard_links: bool,
+    /// The server's own listening TCP ports, which no confined process may connect to or bind
+    /// (set by the transport once its listener is bound; empty for stdio and `stockade run`).
+    pub supervisor_ports: SupervisorPorts,
+}
+
+/// The TCP ports the server itself listens on, and the network-only Landlock ruleset that
+/// denies them (built once, see [`landlock::build_port_guard`]). A confined process with the
+/// network on gets this ruleset stacked on its own, so it can neither drive its supervisor
+/// over loopback nor take its port; with the network off its own ruleset and seccomp already
+/// refuse all TCP.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisorPorts {
+    ports: Vec<u16>,
+    guard: Option<Arc<OwnedFd>>,
+}
+
+impl SupervisorPorts {
+    /// The server listens on `ports`; call [`SupervisorPorts::build`] before use.
+    pub fn new(ports: Vec<u16>) -> SupervisorPorts {
+        SupervisorPorts { ports, guard: None }
+    }
+
+    /// The ports (sorted, without duplicates).
+    pub fn ports(&self) -> Vec<u16> {
+        let mut p = self.ports.clone();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    /// Builds the ruleset when there are ports and the Landlock ABI in use has TCP rules
+    /// (ABI 4); otherwise [`prepare`] fails closed for network-enabled confined policies.
+    pub fn build(&mut self, abi: i32) -> std::io::Result<()> {
+        self.guard = if self.ports.is_empty() || abi < 4 {
+            None
+        } else {
+            Some(Arc::new(landlock::build_port_guard(&self.ports)?))
+        };
+        Ok(())
+    }
+
+    fn listed(&self) -> String {
+        self.ports()
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Default for SandboxSettings {
@@ -38,6 +87,7 @@ impl Default for SandboxSettings {
             allow_degraded: false,
             landlock_abi_cap: None,
             protect_hard_links: true,
+            supervisor_ports: SupervisorPorts::default(),
         }
     }
 }
@@ -81,6 +131,9 @@ const MOUNTS_RESERVED: usize = 1000;
 pub struct Prepared {
     /// The Landlock ruleset to restrict to.
     pub ruleset: Option<OwnedFd>,
+    /// The ruleset denying the server's own ports, stacked after `ruleset` (see
+    /// [`SupervisorPorts`]).
+    pub port_guard: Option<Arc<OwnedFd>>,
     /// Encoded seccomp programs (empty: none).
     pub seccomp: Vec<u8>,
     /// Set no_new_privs.
@@ -290,6 +343,19 @@ pub fn prepare(
     if !host.seccomp {
         missing.push("seccomp (hardening and network blocking)".into());
     }
+    // With the network on, only the port guard keeps the process away from its supervisor.
+    let ports = &settings.supervisor_ports;
+    let port_guard = if policy.network && !ports.ports.is_empty() {
+        if ports.guard.is_none() {
+            missing.push(format!(
+                "Landlock ABI 4 (TCP port rules) to keep a process with the network on from connecting to this server's own port {} (host offers ABI {abi}; ask for no network, or use the stdio transport)",
+                ports.listed()
+            ));
+        }
+        ports.guard.clone()
+    } else {
+        None
+    };
     if !missing.is_empty() && !settings.allow_degraded {
         return Err(unenforceable(policy, &missing));
     }
@@ -313,6 +379,12 @@ pub fn prepare(
     } else {
         None
     };
+    if port_guard.is_some() {
+        notes.push(format!(
+            "TCP connect and bind to this server's own port {} are denied",
+            ports.listed()
+        ));
+    }
     let seccomp = if host.seccomp && (policy.hardening || !policy.network) {
         if policy.network {
             seccomp_cache.with_network.clone()
@@ -339,6 +411,7 @@ pub fn prepare(
     });
     Ok(Prepared {
         ruleset,
+        port_guard,
         seccomp,
         no_new_privs: true,
         drop_caps: server_is_root,

@@ -392,6 +392,7 @@ async fn start_inner(
             tty: p.tty,
             seccomp: prepared.seccomp,
             has_ruleset: prepared.ruleset.is_some(),
+            has_port_guard: prepared.port_guard.is_some(),
             no_new_privs: prepared.no_new_privs,
             drop_caps: prepared.drop_caps,
             no_core: prepared.no_core,
@@ -405,6 +406,7 @@ async fn start_inner(
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
         ruleset: prepared.ruleset,
+        port_guard: prepared.port_guard,
         cgroup_procs: None,
         namespace,
     };

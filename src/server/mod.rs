@@ -68,7 +68,7 @@ pub struct Server {
 
 impl Server {
     /// Builds a server around a started zygote (see [`crate::process::zygote`]).
-    pub fn new(config: ServerConfig, zygote: Zygote) -> std::io::Result<Arc<Server>> {
+    pub fn new(mut config: ServerConfig, zygote: Zygote) -> std::io::Result<Arc<Server>> {
         let abi = probe::landlock_abi();
         let host_support = HostSupport {
             landlock_abi: config
@@ -79,6 +79,11 @@ impl Server {
             user_namespaces: probe::user_namespaces(),
         };
         let seccomp = SeccompCache::build();
+        // Once, before the settings are shared: the ruleset keeping processes off our ports.
+        config
+            .sandbox
+            .supervisor_ports
+            .build(host_support.landlock_abi)?;
         let mut host = hostinfo::HostInfo::probe();
         host.sandbox_support.landlock_abi = host_support.landlock_abi;
         host.sandbox_support.seccomp = host_support.seccomp;
