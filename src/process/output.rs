@@ -36,6 +36,22 @@ impl ExitInfo {
     }
 }
 
+/// `sandboxDenied` with the reference executor's meaning, which Codex clients rely on: the
+/// process ran `confined`, did not succeed (a non-zero exit code or a signal death), was not
+/// ended by stockade for a limit (`ended_by_limit`: wall time or output), and there is
+/// `evidence` of a refusal. A client reads `true` as "the command failed because of the
+/// sandbox" and drops its result, so an incidental refusal in a command that succeeded (a login
+/// shell's profile writing a cache in `$HOME`) must not set it.
+pub fn sandbox_denied(
+    confined: bool,
+    evidence: bool,
+    exit: &ExitInfo,
+    ended_by_limit: bool,
+) -> bool {
+    let failed = exit.code != 0 || exit.signal.is_some();
+    confined && evidence && failed && !ended_by_limit
+}
+
 struct Retained {
     seq: u64,
     stream: Stream,
@@ -55,7 +71,10 @@ pub struct OutputState {
     pub exit: Option<ExitInfo>,
     /// Set once `process/closed` was sent.
     pub closed: bool,
-    /// Evidence of a sandbox refusal.
+    /// Evidence that the sandbox refused an operation of the tree (today: the error-text
+    /// heuristic of the pump), whatever the exit status.
+    pub denial_evidence: bool,
+    /// `sandboxDenied` as reported: decided once, at exit, by [`sandbox_denied`].
     pub sandbox_denied: bool,
     write_ids: HashSet<String>,
     write_id_order: VecDeque<String>,
@@ -71,6 +90,7 @@ impl OutputState {
             retain_limit,
             exit: None,
             closed: false,
+            denial_evidence: false,
             sandbox_denied: false,
             write_ids: HashSet::new(),
             write_id_order: VecDeque::new(),
@@ -206,6 +226,25 @@ mod tests {
         assert!(s.remember_write_id("w1"));
         assert!(!s.remember_write_id("w1"));
         assert!(s.write_id_seen("w1"));
+    }
+
+    #[test]
+    fn sandbox_denied_needs_confinement_failure_and_evidence() {
+        let ok = ExitInfo::from_wait_status(0);
+        let failed = ExitInfo::from_wait_status(1 << 8);
+        let killed = ExitInfo::from_wait_status(libc::SIGKILL);
+        let segv = ExitInfo::from_wait_status(libc::SIGSEGV);
+        // A refusal on the way of a command that succeeded is not a failure by the sandbox.
+        assert!(!sandbox_denied(true, true, &ok, false));
+        assert!(sandbox_denied(true, true, &failed, false));
+        assert!(sandbox_denied(true, true, &killed, false));
+        assert!(sandbox_denied(true, true, &segv, false));
+        // No evidence, or not confined: never.
+        assert!(!sandbox_denied(true, false, &failed, false));
+        assert!(!sandbox_denied(false, true, &failed, false));
+        // Ended by stockade for a limit (timeout, output): the limit, not the sandbox.
+        assert!(!sandbox_denied(true, true, &killed, true));
+        assert!(!sandbox_denied(true, true, &failed, true));
     }
 
     #[test]

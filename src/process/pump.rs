@@ -9,7 +9,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::keeper::{EXIT_RECORD_LEN, ExitRecord};
-use super::output::ExitInfo;
+use super::output::{ExitInfo, sandbox_denied};
 use super::spawn::Stream;
 use super::sys::AsyncPipe;
 use super::table::{Process, ProcessTable};
@@ -269,9 +269,9 @@ impl Pump {
 async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data: &[u8]) {
     let seq = {
         let mut st = process.state();
-        if process.confined && !st.sandbox_denied && stream != Stream::Stdout && looks_denied(data)
+        if process.confined && !st.denial_evidence && stream != Stream::Stdout && looks_denied(data)
         {
-            st.sandbox_denied = true;
+            st.denial_evidence = true;
         }
         st.push_output(stream, data.to_vec())
     };
@@ -296,10 +296,11 @@ async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data
     }
 }
 
-/// The evidence used for `sandboxDenied`: the error texts the C library prints for the errnos
-/// the sandbox answers with (EACCES, EPERM, EROFS), seen on stderr or the terminal of a
-/// confined process. A heuristic: it can fire for a refusal that ordinary permissions caused,
-/// and misses refusals a program does not report (see README, "Denials").
+/// The evidence of a refusal behind `sandboxDenied` (see [`sandbox_denied`]): the error texts
+/// the C library prints for the errnos the sandbox answers with (EACCES, EPERM, EROFS), seen on
+/// stderr or the terminal of a confined process. A heuristic: it can fire for a refusal that
+/// ordinary permissions caused, and misses refusals a program does not report (see README,
+/// "Denials").
 pub const DENIAL_MARKERS: [&[u8]; 3] = [
     b"Permission denied",
     b"Operation not permitted",
@@ -343,6 +344,12 @@ async fn emit_exited(
     let (seq, denied) = {
         let mut st = process.state();
         let seq = st.allocate_seq();
+        st.sandbox_denied = sandbox_denied(
+            process.confined,
+            st.denial_evidence,
+            &info,
+            outcome.timed_out || outcome.output_exceeded,
+        );
         st.exit = Some(info.clone());
         (seq, st.sandbox_denied)
     };

@@ -120,7 +120,8 @@ pub struct ReadResult {
     pub closed: bool,
     /// Always null (reserved by Codex).
     pub failure: Option<String>,
-    /// Evidence of a sandbox refusal was seen.
+    /// The process failed and the sandbox refused something on the way (section 6.5); false
+    /// until it exited.
     pub sandbox_denied: bool,
 }
 
