@@ -7,7 +7,11 @@
 //! of rules (seccompiler's output was 289 instructions here, two filters) cost about 220 µs
 //! per sandboxed spawn; a balanced binary search over the syscall number with shared action
 //! blocks is a fraction of that (see `scripts/bench`). Refusals answer EPERM, and `clone3`
-//! ENOSYS so that libc falls back to `clone`, whose flags the filter can inspect. A syscall
+//! and `openat2` ENOSYS so that libc falls back to `clone` and `openat`, whose flags and mode
+//! the filter can inspect. Calls whose verdict depends on an argument (the mode of the chmod
+//! and create family, the pid of the resource and scheduling calls, `ioctl`, `clone`) run the
+//! filter on every call; every other allowed call is answered from the kernel's per-syscall
+//! cache without running it, so those checks are kept to a few instructions each. A syscall
 //! of a foreign ABI (i386 `int 0x80`) kills the process: its numbers mean other calls, so no
 //! rule here could filter it. x32 calls (the x32 bit set) answer ENOSYS.
 
@@ -91,9 +95,15 @@ const OFF_ARCH: u32 = 4;
 const fn off_arg_low(i: u32) -> u32 {
     16 + 8 * i + if cfg!(target_endian = "big") { 4 } else { 0 }
 }
+/// The high 32 bits of syscall argument `i`.
+const fn off_arg_high(i: u32) -> u32 {
+    16 + 8 * i + if cfg!(target_endian = "big") { 0 } else { 4 }
+}
 
-/// What the filter does with one syscall number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the filter does with one syscall number. The argument checks read only the low 32
+/// bits of an argument where the kernel itself reads an `int` (pids, flags) or a `umode_t`
+/// (modes): the high bits cannot change what the kernel does, so they cannot hide anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Verdict {
     Eperm,
     Enosys,
@@ -101,7 +111,27 @@ enum Verdict {
     IoctlCheck,
     /// `clone`: EPERM when a namespace flag is set, allowed otherwise.
     CloneCheck,
+    /// EPERM when the mode in this argument has a set-user-id or set-group-id bit.
+    SetIdMode(u32),
+    /// `open`-like: EPERM when the flags (first argument) create a file (`O_CREAT` or
+    /// `O_TMPFILE`) and the mode (second argument) has a set-id bit. Without those flags the
+    /// kernel ignores the mode.
+    SetIdCreate(u32, u32),
+    /// EPERM unless this argument, a pid, is 0 (the caller).
+    CallerOnly(u32),
+    /// `setpriority`/`ioprio_set`: EPERM unless argument 0 (what kind of target) is this value
+    /// (the "one process" kind) and argument 1 (who) is 0 (the caller).
+    CallerProcessOnly(u32),
+    /// `prlimit64`: EPERM when it would set (new limits not NULL) the limits of another
+    /// process (pid not 0); reading them is allowed.
+    PrlimitCheck,
 }
+
+/// The set-user-id and set-group-id mode bits.
+const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+/// The open flags with which the kernel uses the mode argument (`__O_TMPFILE` alone: the
+/// libc constant includes `O_DIRECTORY`).
+const CREATE_FLAGS: u32 = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
 
 /// Jump targets before layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,8 +141,8 @@ enum Label {
     Eperm,
     Enosys,
     Kill,
-    Ioctl,
-    Clone,
+    /// The block that checks the arguments for this verdict.
+    Check(Verdict),
     /// The first instruction of a subtree, by its index in `Gen::subtrees`.
     Subtree(usize),
 }
@@ -122,8 +152,7 @@ impl From<Verdict> for Label {
         match v {
             Verdict::Eperm => Label::Eperm,
             Verdict::Enosys => Label::Enosys,
-            Verdict::IoctlCheck => Label::Ioctl,
-            Verdict::CloneCheck => Label::Clone,
+            check => Label::Check(check),
         }
     }
 }
@@ -213,18 +242,115 @@ fn assemble(ops: &[Op]) -> BpfProgram {
     out
 }
 
+/// Calls that set a file's mode, and the argument that holds it (`open`-like calls: the flags
+/// and the mode). `openat2` takes its mode behind a pointer, which a filter cannot read: it
+/// answers ENOSYS, and libc falls back to `openat`.
+fn mode_calls() -> Vec<(i64, Verdict)> {
+    let mut calls = vec![
+        (libc::SYS_fchmod, Verdict::SetIdMode(1)),
+        (libc::SYS_fchmodat, Verdict::SetIdMode(2)),
+        (libc::SYS_fchmodat2, Verdict::SetIdMode(2)),
+        (libc::SYS_mkdirat, Verdict::SetIdMode(2)),
+        (libc::SYS_mknodat, Verdict::SetIdMode(2)),
+        (libc::SYS_openat, Verdict::SetIdCreate(2, 3)),
+        (libc::SYS_openat2, Verdict::Enosys),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    calls.extend([
+        (libc::SYS_chmod, Verdict::SetIdMode(1)),
+        (libc::SYS_creat, Verdict::SetIdMode(1)),
+        (libc::SYS_mkdir, Verdict::SetIdMode(1)),
+        (libc::SYS_mknod, Verdict::SetIdMode(1)),
+        (libc::SYS_open, Verdict::SetIdCreate(1, 2)),
+    ]);
+    calls
+}
+
+/// Calls that change the resource limits, priority, CPU placement or memory placement of a
+/// process named by a pid: only the caller itself may be named (pid 0), so that no confined
+/// process can starve the server, its keeper or another client's processes.
+fn caller_only_calls() -> [(i64, Verdict); 9] {
+    [
+        (libc::SYS_prlimit64, Verdict::PrlimitCheck),
+        (
+            libc::SYS_setpriority,
+            Verdict::CallerProcessOnly(libc::PRIO_PROCESS),
+        ),
+        // IOPRIO_WHO_PROCESS
+        (libc::SYS_ioprio_set, Verdict::CallerProcessOnly(1)),
+        (libc::SYS_sched_setaffinity, Verdict::CallerOnly(0)),
+        (libc::SYS_sched_setscheduler, Verdict::CallerOnly(0)),
+        (libc::SYS_sched_setparam, Verdict::CallerOnly(0)),
+        (libc::SYS_sched_setattr, Verdict::CallerOnly(0)),
+        (libc::SYS_migrate_pages, Verdict::CallerOnly(0)),
+        (libc::SYS_move_pages, Verdict::CallerOnly(0)),
+    ]
+}
+
 /// The syscall table of a spec: number → verdict, sorted.
 fn table(spec: FilterSpec) -> Vec<(u32, Verdict)> {
     let mut t: Vec<(u32, Verdict)> = DENY.iter().map(|&n| (n as u32, Verdict::Eperm)).collect();
     t.push((libc::SYS_clone3 as u32, Verdict::Enosys));
     t.push((libc::SYS_ioctl as u32, Verdict::IoctlCheck));
     t.push((libc::SYS_clone as u32, Verdict::CloneCheck));
+    t.extend(
+        mode_calls()
+            .into_iter()
+            .chain(caller_only_calls())
+            .map(|(n, v)| (n as u32, v)),
+    );
     if spec.block_network {
         t.push((libc::SYS_socket as u32, Verdict::Eperm));
     }
     t.sort_unstable_by_key(|e| e.0);
     t.dedup_by_key(|e| e.0);
     t
+}
+
+/// The instructions that check the arguments for `v` (entered at `Label::Check(v)`).
+fn check_block(v: Verdict) -> Vec<Op> {
+    let ns_mask = CLONE_NS_FLAGS.iter().fold(0u64, |m, f| m | f) as u32;
+    match v {
+        Verdict::Eperm | Verdict::Enosys => Vec::new(),
+        Verdict::IoctlCheck => vec![
+            Op::Load(off_arg_low(1)),
+            Op::Jeq(libc::TIOCSTI as u32, Label::Eperm, Label::Next),
+            Op::Jeq(libc::TIOCLINUX as u32, Label::Eperm, Label::Allow),
+        ],
+        Verdict::CloneCheck => vec![
+            Op::Load(off_arg_low(0)),
+            Op::Jset(ns_mask, Label::Eperm, Label::Allow),
+        ],
+        Verdict::SetIdMode(mode) => vec![
+            Op::Load(off_arg_low(mode)),
+            Op::Jset(SET_ID_BITS, Label::Eperm, Label::Allow),
+        ],
+        Verdict::SetIdCreate(flags, mode) => vec![
+            Op::Load(off_arg_low(flags)),
+            Op::Jset(CREATE_FLAGS, Label::Next, Label::Allow),
+            Op::Load(off_arg_low(mode)),
+            Op::Jset(SET_ID_BITS, Label::Eperm, Label::Allow),
+        ],
+        Verdict::CallerOnly(pid) => vec![
+            Op::Load(off_arg_low(pid)),
+            Op::Jeq(0, Label::Allow, Label::Eperm),
+        ],
+        Verdict::CallerProcessOnly(kind) => vec![
+            Op::Load(off_arg_low(0)),
+            Op::Jeq(kind, Label::Next, Label::Eperm),
+            Op::Load(off_arg_low(1)),
+            Op::Jeq(0, Label::Allow, Label::Eperm),
+        ],
+        // The new-limits pointer is 64 bits wide: NULL only when both halves are zero.
+        Verdict::PrlimitCheck => vec![
+            Op::Load(off_arg_low(0)),
+            Op::Jeq(0, Label::Allow, Label::Next),
+            Op::Load(off_arg_low(2)),
+            Op::Jeq(0, Label::Next, Label::Eperm),
+            Op::Load(off_arg_high(2)),
+            Op::Jeq(0, Label::Allow, Label::Eperm),
+        ],
+    }
 }
 
 /// Generates the filter; the programs are applied in order (there is one).
@@ -241,16 +367,20 @@ pub fn compile(spec: FilterSpec) -> Vec<BpfProgram> {
         g.ops
             .push(Op::Jge(X32_SYSCALL_BIT, Label::Enosys, Label::Next));
     }
-    g.search(&table(spec));
-    let ns_mask = CLONE_NS_FLAGS.iter().fold(0u64, |m, f| m | f);
+    let table = table(spec);
+    g.search(&table);
+    // One shared block per distinct argument check, after the search.
+    let mut checks: Vec<Verdict> = Vec::new();
+    for &(_, v) in &table {
+        if matches!(Label::from(v), Label::Check(_)) && !checks.contains(&v) {
+            checks.push(v);
+        }
+    }
+    for v in checks {
+        g.ops.push(Op::Mark(Label::Check(v)));
+        g.ops.extend(check_block(v));
+    }
     g.ops.extend([
-        Op::Mark(Label::Ioctl),
-        Op::Load(off_arg_low(1)),
-        Op::Jeq(libc::TIOCSTI as u32, Label::Eperm, Label::Next),
-        Op::Jeq(libc::TIOCLINUX as u32, Label::Eperm, Label::Allow),
-        Op::Mark(Label::Clone),
-        Op::Load(off_arg_low(0)),
-        Op::Jset(ns_mask as u32, Label::Eperm, Label::Allow),
         Op::Mark(Label::Allow),
         Op::Ret(RET_ALLOW),
         Op::Mark(Label::Eperm),
@@ -350,55 +480,170 @@ mod tests {
     const EPERM: u32 = RET_ERRNO | libc::EPERM as u32;
     const ENOSYS: u32 = RET_ERRNO | libc::ENOSYS as u32;
 
-    /// What the filter must answer, written independently of the generator.
+    /// What the filter must answer, written independently of the generator (from the
+    /// kernel's reading of each argument: pids, flags and `which` are `int`, modes `umode_t`).
     fn expected(block_network: bool, nr: u32, args: [u64; 6]) -> u32 {
         let n = nr as i64;
+        let int = |i: usize| args[i] as u32 as i32;
+        let set_id = |i: usize| (args[i] as u16) & 0o6000 != 0;
+        let creates = |i: usize| int(i) & (libc::O_CREAT | 0o20000000) != 0;
+        let legacy = cfg!(target_arch = "x86_64");
+        let refused = match n {
+            _ if DENY.contains(&n) => true,
+            _ if block_network && n == libc::SYS_socket => true,
+            libc::SYS_ioctl => [libc::TIOCSTI, libc::TIOCLINUX].contains(&(args[1] & 0xffff_ffff)),
+            libc::SYS_clone => CLONE_NS_FLAGS.iter().any(|f| args[0] & f != 0),
+            libc::SYS_fchmod => set_id(1),
+            libc::SYS_fchmodat | libc::SYS_fchmodat2 | libc::SYS_mkdirat | libc::SYS_mknodat => {
+                set_id(2)
+            }
+            libc::SYS_openat => creates(2) && set_id(3),
+            90 | 85 | 83 | 133 if legacy => set_id(1), // chmod, creat, mkdir, mknod
+            2 if legacy => creates(1) && set_id(2),    // open
+            libc::SYS_prlimit64 => int(0) != 0 && args[2] != 0,
+            libc::SYS_setpriority => int(0) != libc::PRIO_PROCESS as i32 || int(1) != 0,
+            libc::SYS_ioprio_set => int(0) != 1 || int(1) != 0,
+            libc::SYS_sched_setaffinity
+            | libc::SYS_sched_setscheduler
+            | libc::SYS_sched_setparam
+            | libc::SYS_sched_setattr
+            | libc::SYS_migrate_pages
+            | libc::SYS_move_pages => int(0) != 0,
+            _ => false,
+        };
         if nr >= X32_SYSCALL_BIT && cfg!(target_arch = "x86_64") {
             ENOSYS
-        } else if DENY.contains(&n) || (block_network && n == libc::SYS_socket) {
+        } else if refused {
             EPERM
-        } else if n == libc::SYS_clone3 {
+        } else if n == libc::SYS_clone3 || n == libc::SYS_openat2 {
             ENOSYS
         } else {
-            let injection = n == libc::SYS_ioctl
-                && [libc::TIOCSTI, libc::TIOCLINUX].contains(&(args[1] & 0xffff_ffff));
-            let new_namespace =
-                n == libc::SYS_clone && CLONE_NS_FLAGS.iter().any(|f| args[0] & f != 0);
-            if injection || new_namespace {
-                EPERM
-            } else {
-                RET_ALLOW
-            }
+            RET_ALLOW
         }
     }
 
+    /// Interesting argument values: set-id and plain modes, bits the kernel drops, create
+    /// flags, pids, pointers with a zero low half, the ioctl requests and clone flags.
+    fn values() -> Vec<u64> {
+        let mut values: Vec<u64> = vec![
+            1,
+            1234,
+            0o755,
+            0o1777,
+            0o4755,
+            0o2755,
+            0o100000 | 0o4000,
+            0xffff_0000 | 0o755,   // bits the kernel drops from a umode_t
+            (1 << 40) | 0o2000,    // high bits: still set-id
+            0xffff_ffff_0000_0000, // an int 0 with garbage above
+            0x7fff_0000_0000,      // a pointer whose low half is 0
+            libc::O_CREAT as u64,
+            libc::O_TMPFILE as u64,
+            libc::O_DIRECTORY as u64,
+            (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64,
+            2,
+            3,
+            u64::MAX,
+        ];
+        for f in CLONE_NS_FLAGS {
+            values.push(f | libc::SIGCHLD as u64);
+        }
+        for cmd in [
+            libc::TIOCSTI,
+            libc::TIOCLINUX,
+            libc::TIOCGWINSZ,
+            libc::FIONREAD,
+        ] {
+            values.push(cmd);
+            values.push(cmd | 0xdead_0000_0000);
+        }
+        values
+    }
+
+    /// All-zero arguments, and each interesting value alone in each of the first four
+    /// positions.
+    fn single_argsets() -> Vec<[u64; 6]> {
+        let mut sets = vec![[0u64; 6]];
+        for p in 0..4 {
+            for v in values() {
+                let mut a = [0u64; 6];
+                a[p] = v;
+                sets.push(a);
+            }
+        }
+        sets
+    }
+
+    /// Every pair of interesting values in every pair of the first four positions (a flag and
+    /// a mode, a kind and a pid, a pid and a pointer).
+    fn pair_argsets() -> Vec<[u64; 6]> {
+        let values = values();
+        let mut sets = Vec::new();
+        for p in 0..4 {
+            for q in p + 1..4 {
+                for &v in &values {
+                    for &w in &values {
+                        let mut a = [0u64; 6];
+                        a[p] = v;
+                        a[q] = w;
+                        sets.push(a);
+                    }
+                }
+            }
+        }
+        sets
+    }
+
+    /// The calls whose verdict depends on their arguments, per `expected` (numbers of the
+    /// legacy x86_64 calls written out).
+    const ARGUMENT_CHECKED: &[i64] = &[
+        libc::SYS_ioctl,
+        libc::SYS_clone,
+        libc::SYS_fchmod,
+        libc::SYS_fchmodat,
+        libc::SYS_fchmodat2,
+        libc::SYS_mkdirat,
+        libc::SYS_mknodat,
+        libc::SYS_openat,
+        90,
+        85,
+        83,
+        133,
+        2,
+        libc::SYS_prlimit64,
+        libc::SYS_setpriority,
+        libc::SYS_ioprio_set,
+        libc::SYS_sched_setaffinity,
+        libc::SYS_sched_setscheduler,
+        libc::SYS_sched_setparam,
+        libc::SYS_sched_setattr,
+        libc::SYS_migrate_pages,
+        libc::SYS_move_pages,
+    ];
+
     #[test]
     fn every_syscall_number_gets_its_verdict() {
+        let (singles, pairs) = (single_argsets(), pair_argsets());
         for block_network in [false, true] {
             let p = compile(FilterSpec { block_network });
             assert_eq!(p.len(), 1);
             let p = &p[0];
-            assert!(p.len() < 100, "{} instructions", p.len());
-            let mut argsets = vec![[0u64; 6]];
-            for f in CLONE_NS_FLAGS {
-                argsets.push([f | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]);
-            }
-            for cmd in [
-                libc::TIOCSTI,
-                libc::TIOCLINUX,
-                libc::TIOCGWINSZ,
-                libc::FIONREAD,
-            ] {
-                argsets.push([0, cmd, 0, 0, 0, 0]);
-                argsets.push([0, cmd | 0xdead_0000_0000, 0, 0, 0, 0]);
-            }
+            assert!(p.len() < 160, "{} instructions", p.len());
+            let check = |nr: u32, args: &[u64; 6]| {
+                assert_eq!(
+                    run(p, &data(AUDIT_ARCH, nr, *args)),
+                    expected(block_network, nr, *args),
+                    "nr {nr} args {args:?} network blocked {block_network}"
+                );
+            };
             for nr in (0..1024u32).chain([X32_SYSCALL_BIT, X32_SYSCALL_BIT | 101, u32::MAX]) {
-                for args in &argsets {
-                    assert_eq!(
-                        run(p, &data(AUDIT_ARCH, nr, *args)),
-                        expected(block_network, nr, *args),
-                        "nr {nr} args {args:?} network blocked {block_network}"
-                    );
+                for args in &singles {
+                    check(nr, args);
+                }
+            }
+            for &nr in ARGUMENT_CHECKED {
+                for args in &pairs {
+                    check(nr as u32, args);
                 }
             }
             // A foreign ABI is killed whatever the call.
@@ -409,14 +654,84 @@ mod tests {
     }
 
     #[test]
+    fn every_argument_check_refuses_and_allows() {
+        // The exhaustive test above compares with `expected`; this one pins the decisions
+        // themselves, so that a mistake made in both places still shows.
+        let p = &compile(FilterSpec {
+            block_network: false,
+        })[0];
+        let at = |nr: i64, args: [u64; 6]| run(p, &data(AUDIT_ARCH, nr as u32, args));
+        let creat = (libc::O_CREAT | libc::O_WRONLY) as u64;
+        let tmpfile = (libc::O_TMPFILE | libc::O_WRONLY) as u64;
+        let cases: &[(i64, [u64; 6], u32)] = &[
+            (libc::SYS_fchmodat, [0, 0, 0o4755, 0, 0, 0], EPERM),
+            (libc::SYS_fchmodat, [0, 0, 0o2755, 0, 0, 0], EPERM),
+            (libc::SYS_fchmodat, [0, 0, 0o1777, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_fchmod, [3, 0o6755, 0, 0, 0, 0], EPERM),
+            (libc::SYS_fchmodat2, [0, 0, 0o755, 0x100, 0, 0], RET_ALLOW),
+            (libc::SYS_openat, [0, 0, creat, 0o4755, 0, 0], EPERM),
+            (libc::SYS_openat, [0, 0, tmpfile, 0o2700, 0, 0], EPERM),
+            (libc::SYS_openat, [0, 0, creat, 0o644, 0, 0], RET_ALLOW),
+            (
+                libc::SYS_openat,
+                [0, 0, libc::O_RDONLY as u64, 0o4755, 0, 0],
+                RET_ALLOW,
+            ),
+            (libc::SYS_openat2, [0, 0, 0, 24, 0, 0], ENOSYS),
+            (libc::SYS_mknodat, [0, 0, 0o104755, 0, 0, 0], EPERM),
+            (libc::SYS_mkdirat, [0, 0, 0o2755, 0, 0, 0], EPERM),
+            (libc::SYS_prlimit64, [0, 7, 0x7ffd_0000, 0, 0, 0], RET_ALLOW),
+            (
+                libc::SYS_prlimit64,
+                [1234, 7, 0, 0x7ffd_0000, 0, 0],
+                RET_ALLOW,
+            ),
+            (
+                libc::SYS_prlimit64,
+                [1234, 7, 0x7ffd_0000_0000, 0, 0, 0],
+                EPERM,
+            ),
+            (
+                libc::SYS_prlimit64,
+                [1 << 32, 7, 0x7ffd_0000, 0, 0, 0],
+                RET_ALLOW,
+            ),
+            (libc::SYS_setpriority, [0, 0, 19, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_setpriority, [0, 1234, 19, 0, 0, 0], EPERM),
+            (libc::SYS_setpriority, [2, 0, 19, 0, 0, 0], EPERM), // PRIO_USER: every process
+            (libc::SYS_ioprio_set, [1, 0, 3 << 13, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_ioprio_set, [3, 0, 3 << 13, 0, 0, 0], EPERM), // IOPRIO_WHO_USER
+            (
+                libc::SYS_sched_setaffinity,
+                [0, 8, 0x7ffd_0000, 0, 0, 0],
+                RET_ALLOW,
+            ),
+            (
+                libc::SYS_sched_setaffinity,
+                [1234, 8, 0x7ffd_0000, 0, 0, 0],
+                EPERM,
+            ),
+            (libc::SYS_sched_setattr, [1, 0x7ffd_0000, 0, 0, 0, 0], EPERM),
+            (libc::SYS_move_pages, [1234, 0, 0, 0, 0, 0], EPERM),
+        ];
+        for &(nr, args, want) in cases {
+            assert_eq!(at(nr, args), want, "nr {nr} args {args:?}");
+        }
+    }
+
+    #[test]
     fn the_search_is_shallow() {
-        // The point of generating the filter: no syscall walks a long chain.
+        // The point of generating the filter: no syscall walks a long chain. The bound is the
+        // header (4), the search (at most 6 comparisons here, then 3 in a leaf), the longest
+        // argument check (6) and the return.
         let p = &compile(FilterSpec {
             block_network: true,
         })[0];
         for nr in 0..512u32 {
-            let (_, steps) = run_counted(p, &data(AUDIT_ARCH, nr, [0; 6]));
-            assert!(steps <= 16, "syscall {nr} takes {steps} instructions");
+            for args in [[0u64; 6], [1234, 0, 1, 0, 0, 0]] {
+                let (_, steps) = run_counted(p, &data(AUDIT_ARCH, nr, args));
+                assert!(steps <= 20, "syscall {nr} takes {steps} instructions");
+            }
         }
     }
 

@@ -1,0 +1,434 @@
+//! Hardening attacks on processes (issue 14, items 5-8 and 11): a confined process really
+//! attempts each attack; the test asserts that it fails and that the supervisor, the next
+//! spawn and the host are unaffected. `.ci/run` runs this file as root and again as uid 65534.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+const PY: &str = "/usr/bin/python3";
+
+/// workspace-write with only the workspace writable (no /tmp, no $TMPDIR).
+fn ws_policy(network: bool) -> Value {
+    json!({"type": "workspace-write", "network_access": network,
+           "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true})
+}
+
+/// Runs the Python probe `code` under `policy` in `cwd`; returns name → result ("OK", an errno
+/// name such as "EPERM", or what the probe printed as `name=value`).
+async fn probe(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    policy: Value,
+    code: &str,
+) -> BTreeMap<String, String> {
+    let prelude = r#"
+import os, errno, socket, ctypes, sys, resource
+libc = ctypes.CDLL(None, use_errno=True)
+def t(name, f):
+    try:
+        r = f()
+        if isinstance(r, int) and r < 0:
+            print(f"{name}={errno.errorcode[ctypes.get_errno()]}", flush=True)
+        else:
+            print(f"{name}=OK", flush=True)
+    except OSError as e:
+        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}", flush=True)
+"#;
+    let script = format!("{prelude}\n{code}");
+    let params = if policy.get("permissions").is_some() {
+        json!({"cwd": cwd.to_str().unwrap(), "sandbox": policy})
+    } else {
+        json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy})
+    };
+    let r = c
+        .start_with(id, &[PY, "-c", &script], params)
+        .await
+        .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
+    let ev = c.closed(id).await;
+    let out = String::from_utf8_lossy(&ev.stdout).into_owned();
+    assert_eq!(
+        ev.exited.as_ref().unwrap()["exitCode"],
+        0,
+        "probe failed: {out}\n{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn expect(results: &BTreeMap<String, String>, name: &str, want: &str) {
+    assert_eq!(
+        results.get(name).map(String::as_str),
+        Some(want),
+        "{name}: {results:?}"
+    );
+}
+
+/// Runs `sh -c script` under `policy` in `cwd`: (exit code, stdout, stderr).
+async fn shell(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    policy: Value,
+    script: &str,
+) -> (i64, String, String) {
+    c.start_with(
+        id,
+        &["sh", "-c", script],
+        json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy,
+        "env": {"PATH": "/usr/bin:/bin", "HOME": cwd.to_str().unwrap()}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    let ev = c.closed(id).await;
+    (
+        ev.exited.unwrap()["exitCode"].as_i64().unwrap(),
+        String::from_utf8_lossy(&ev.stdout).into_owned(),
+        String::from_utf8_lossy(&ev.stderr).into_owned(),
+    )
+}
+
+/// The `Max open files` line of `/proc/<pid>/limits`.
+fn nofile_limits(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string()
+}
+
+/// Scheduling state of a process: nice value, policy and affinity, as `/proc` shows them.
+fn sched_state(pid: u32) -> (String, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // Fields after the command: state is 3, nice 19, policy 41 (1-based in proc(5)).
+    let nice_policy = format!("nice {} policy {}", fields[19 - 3], fields[41 - 3]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let cpus = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap()
+        .to_string();
+    (nice_policy, cpus)
+}
+
+/// Item 6: a confined process changes the limits and scheduling of the server and of its own
+/// keeper (the processes every later spawn depends on). Each call must fail with EPERM; the same
+/// calls on itself keep working (so `nice`, `ionice`, `taskset`, `prlimit` and `ulimit` on the
+/// program itself work), and a second spawn runs as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_and_scheduling_calls_reach_only_the_caller() {
+    let s = Scratch::new("rlim");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let server = c.server.as_ref().unwrap().id().unwrap();
+    let limits_before = nofile_limits(server);
+    let sched_before = sched_state(server);
+    let code = format!(
+        r#"
+S = {server}
+K = os.getppid()
+print("keeper_nofile_before=" + repr(resource.prlimit(K, resource.RLIMIT_NOFILE)))
+for who, pid in [("server", S), ("keeper", K)]:
+    t(who + "_prlimit_nofile", lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (8, 8)))
+    t(who + "_prlimit_cpu", lambda: resource.prlimit(pid, resource.RLIMIT_CPU, (0, 0)))
+    t(who + "_setpriority", lambda: os.setpriority(os.PRIO_PROCESS, pid, 19))
+    t(who + "_affinity", lambda: os.sched_setaffinity(pid, {{0}}))
+    t(who + "_setscheduler", lambda: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)))
+    t(who + "_setparam", lambda: os.sched_setparam(pid, os.sched_param(0)))
+    # struct sched_attr {{ u32 size; u32 policy; ... }}: SCHED_IDLE (5).
+    attr = (ctypes.c_uint32 * 14)(56, 5)
+    t(who + "_setattr", lambda: libc.syscall(314, pid, attr, 0))
+    # ioprio_set(IOPRIO_WHO_PROCESS, pid, IOPRIO_CLASS_IDLE << 13)
+    t(who + "_ioprio", lambda: libc.syscall(251, 1, pid, 3 << 13))
+    mask = ctypes.c_ulong(1)
+    t(who + "_migrate_pages", lambda: libc.syscall(256, pid, 64, ctypes.byref(mask), ctypes.byref(mask)))
+    t(who + "_move_pages", lambda: libc.syscall(279, pid, 0, None, None, None, 0))
+# Whole process groups and users: the server is one of the user's processes. The value set is
+# the default (nice 0, no I/O class), so an unfixed kernel path changes nothing that matters.
+t("user_setpriority", lambda: os.setpriority(os.PRIO_USER, 0, 0))
+t("pgrp_setpriority", lambda: os.setpriority(os.PRIO_PGRP, 0, 0))
+t("pgrp_ioprio", lambda: libc.syscall(251, 2, 0, 0))
+# A pid that only the high bits make foreign is the caller: the kernel reads an int.
+cur = (ctypes.c_ulong * 2)(*resource.getrlimit(resource.RLIMIT_NOFILE))
+t("self_prlimit_high_bits", lambda: libc.syscall(302, ctypes.c_long(1 << 32), 7, ctypes.byref(cur), None))
+# Reading a foreign limit is harmless (and /proc/PID/limits shows it anyway).
+t("server_prlimit_read", lambda: resource.prlimit(S, resource.RLIMIT_NOFILE))
+# The same calls on the caller itself.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+t("self_setrlimit", lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
+t("self_prlimit", lambda: resource.prlimit(0, resource.RLIMIT_NOFILE, (64, hard)))
+t("self_nice", lambda: os.nice(1))
+t("self_setpriority", lambda: os.setpriority(os.PRIO_PROCESS, 0, 2))
+t("self_affinity", lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))
+t("self_setscheduler", lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0)))
+t("self_setparam", lambda: os.sched_setparam(0, os.sched_param(0)))
+t("self_ioprio", lambda: libc.syscall(251, 1, 0, 2 << 13 | 4))
+print("keeper_nofile_after=" + repr(resource.prlimit(K, resource.RLIMIT_NOFILE)))
+"#
+    );
+    let r = probe(&c, "attack", &s.ws(), ws_policy(false), &code).await;
+    for who in ["server", "keeper"] {
+        for call in [
+            "prlimit_nofile",
+            "prlimit_cpu",
+            "setpriority",
+            "affinity",
+            "setscheduler",
+            "setparam",
+            "setattr",
+            "ioprio",
+            "migrate_pages",
+            "move_pages",
+        ] {
+            expect(&r, &format!("{who}_{call}"), "EPERM");
+        }
+    }
+    for denied in ["user_setpriority", "pgrp_setpriority", "pgrp_ioprio"] {
+        expect(&r, denied, "EPERM");
+    }
+    for ok in [
+        "self_prlimit_high_bits",
+        "server_prlimit_read",
+        "self_setrlimit",
+        "self_prlimit",
+        "self_nice",
+        "self_setpriority",
+        "self_affinity",
+        "self_setscheduler",
+        "self_setparam",
+        "self_ioprio",
+    ] {
+        expect(&r, ok, "OK");
+    }
+    assert_eq!(r["keeper_nofile_before"], r["keeper_nofile_after"], "{r:?}");
+    assert_eq!(nofile_limits(server), limits_before);
+    assert_eq!(sched_state(server), sched_before);
+
+    // The tools, on the program itself.
+    let (code, out, err) = shell(
+        &c,
+        "tools",
+        &s.ws(),
+        ws_policy(false),
+        "nice -n 5 sh -c 'echo nice=$(cut -d\" \" -f19 /proc/self/stat)' && \
+         ionice -c 3 sh -c 'echo ionice=$(ionice)' && \
+         taskset -c 0 sh -c 'echo taskset=$(taskset -cp $$ | sed \"s/.*: //\")' && \
+         prlimit --nofile=100:100 sh -c 'echo ulimit=$(ulimit -n)'",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    for line in ["nice=5", "ionice=idle", "taskset=0", "ulimit=100"] {
+        assert!(out.lines().any(|l| l == line), "{line}: {out}{err}");
+    }
+    // `renice`/`prlimit --pid` of another process are refused.
+    let (code, out, err) = shell(
+        &c,
+        "renice",
+        &s.ws(),
+        ws_policy(false),
+        &format!("renice -n 19 -p {server}; prlimit --pid {server} --nofile=8:8"),
+    )
+    .await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert_eq!(nofile_limits(server), limits_before);
+    assert_eq!(sched_state(server), sched_before);
+
+    // The next spawn works as before.
+    let ev = c.run("second", &["sh", "-c", "echo second"]).await;
+    assert_eq!(ev.stdout, b"second\n");
+}
+
+/// Item 5: no file or directory can gain a set-user-id or set-group-id bit, by any call that
+/// sets a mode (chmod family, creation with a mode, mknod of a regular file, O_TMPFILE), while
+/// ordinary modes (and the sticky bit) still work. `openat2` answers ENOSYS so that libc falls
+/// back to `openat`, whose mode the filter can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_file_gains_a_set_id_bit() {
+    let s = Scratch::new("setid");
+    let ws = s.ws();
+    // A set-group-id directory made by the user: subdirectories inherit the bit (the kernel's
+    // doing, and harmless: see the README), files do not.
+    std::fs::create_dir(ws.join("shared")).unwrap();
+    std::fs::set_permissions(ws.join("shared"), std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let (code, out, err) = shell(
+        &c,
+        "tools",
+        &ws,
+        ws_policy(false),
+        r#"
+cp /bin/true t1
+chmod u+s t1 2>/dev/null; echo chmod_us=$?
+chmod g+s t1 2>/dev/null; echo chmod_gs=$?
+chmod 6755 t1 2>/dev/null; echo chmod_6755=$?
+install -m 4755 /bin/true t2 2>/dev/null; echo install_4755=$?
+mkdir -m 2755 d1 2>/dev/null; echo mkdir_2755=$?
+chmod +x t1; echo chmod_x=$?
+chmod 755 t1; echo chmod_755=$?
+install -m 755 /bin/true t3; echo install_755=$?
+mkdir -m 755 d2; echo mkdir_755=$?
+mkdir -m 1777 d3; echo mkdir_1777=$?
+chmod +t d2; echo chmod_t=$?
+mkdir shared/sub; echo mkdir_in_setgid=$?
+touch shared/file; echo touch_in_setgid=$?
+"#,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let results: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
+    for refused in [
+        "chmod_us",
+        "chmod_gs",
+        "chmod_6755",
+        "install_4755",
+        "mkdir_2755",
+    ] {
+        assert_ne!(results.get(refused), Some(&"0"), "{refused}: {out}{err}");
+        assert!(results.contains_key(refused), "{refused}: {out}{err}");
+    }
+    for allowed in [
+        "chmod_x",
+        "chmod_755",
+        "install_755",
+        "mkdir_755",
+        "mkdir_1777",
+        "chmod_t",
+        "mkdir_in_setgid",
+        "touch_in_setgid",
+    ] {
+        assert_eq!(results.get(allowed), Some(&"0"), "{allowed}: {out}{err}");
+    }
+
+    // Every raw call of the family, with each set-id bit.
+    let r = probe(
+        &c,
+        "calls",
+        &ws,
+        ws_policy(false),
+        r#"
+AT_FDCWD = -100
+open("plain", "w").close()
+fd = os.open("plain", os.O_RDONLY)
+for bits in (0o4000, 0o2000):
+    m = 0o755 | bits
+    n = oct(bits)
+    t("chmod_" + n, lambda: os.chmod("plain", m))
+    t("fchmod_" + n, lambda: os.fchmod(fd, m))
+    t("fchmodat_" + n, lambda: libc.syscall(268, AT_FDCWD, b"plain", m))
+    t("fchmodat2_" + n, lambda: libc.syscall(452, AT_FDCWD, b"plain", m, 0x100))
+    t("legacy_chmod_" + n, lambda: libc.syscall(90, b"plain", m))
+    t("openat_creat_" + n, lambda: os.close(os.open("o" + n, os.O_CREAT | os.O_WRONLY, m)))
+    t("legacy_open_creat_" + n, lambda: libc.syscall(2, ("l" + n).encode(), os.O_CREAT | os.O_WRONLY, m))
+    t("creat_" + n, lambda: libc.syscall(85, ("c" + n).encode(), m))
+    t("tmpfile_" + n, lambda: os.close(os.open(".", os.O_TMPFILE | os.O_WRONLY, m)))
+    t("mkdir_" + n, lambda: os.mkdir("d" + n, m))
+    t("legacy_mkdir_" + n, lambda: libc.syscall(83, ("e" + n).encode(), m))
+    t("mknod_reg_" + n, lambda: os.mknod("n" + n, 0o100000 | m))
+    t("legacy_mknod_reg_" + n, lambda: libc.syscall(133, ("k" + n).encode(), 0o100000 | m, 0))
+    # Bits above the 16 the kernel keeps do not hide the set-id bits.
+    t("chmod_high_" + n, lambda: libc.syscall(90, b"plain", (1 << 40) | m))
+how = (ctypes.c_uint64 * 3)(os.O_CREAT | os.O_WRONLY, 0o4755, 0)
+t("openat2", lambda: libc.syscall(437, AT_FDCWD, b"o2", how, 24))
+t("chmod_plain", lambda: os.chmod("plain", 0o755))
+t("fchmod_plain", lambda: os.fchmod(fd, 0o1755))
+t("openat_plain", lambda: os.close(os.open("p", os.O_CREAT | os.O_WRONLY, 0o755)))
+t("tmpfile_plain", lambda: os.close(os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600)))
+t("mknod_plain", lambda: os.mknod("q", 0o100755))
+t("mkdir_plain", lambda: os.mkdir("r", 0o755))
+# Without O_CREAT the mode argument means nothing and is not checked.
+t("open_existing_odd_mode", lambda: libc.syscall(2, b"plain", os.O_RDONLY, 0o4755))
+"#,
+    )
+    .await;
+    for bits in ["0o4000", "0o2000"] {
+        for call in [
+            "chmod",
+            "fchmod",
+            "fchmodat",
+            "fchmodat2",
+            "legacy_chmod",
+            "openat_creat",
+            "legacy_open_creat",
+            "creat",
+            "tmpfile",
+            "mkdir",
+            "legacy_mkdir",
+            "mknod_reg",
+            "legacy_mknod_reg",
+            "chmod_high",
+        ] {
+            expect(&r, &format!("{call}_{bits}"), "EPERM");
+        }
+    }
+    expect(&r, "openat2", "ENOSYS");
+    for ok in [
+        "chmod_plain",
+        "fchmod_plain",
+        "openat_plain",
+        "tmpfile_plain",
+        "mknod_plain",
+        "mkdir_plain",
+        "open_existing_odd_mode",
+    ] {
+        expect(&r, ok, "OK");
+    }
+
+    // Whatever the calls answered, nothing in the workspace carries a set-id bit except the
+    // user's own directory and what the kernel made inherit it.
+    let mut found = Vec::new();
+    for e in walk(&ws) {
+        let mode = std::fs::symlink_metadata(&e).unwrap().permissions().mode();
+        if mode & 0o6000 != 0 {
+            found.push((
+                e.strip_prefix(&ws).unwrap().display().to_string(),
+                mode & 0o6000,
+            ));
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            ("shared".to_string(), 0o2000),
+            ("shared/sub".to_string(), 0o2000)
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::metadata(ws.join("shared/file"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o6000,
+        0
+    );
+}
+
+/// Every path below `dir` (not following symlinks).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
