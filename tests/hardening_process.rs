@@ -51,7 +51,8 @@ def t(name, f):
         .start_with(id, &[PY, "-c", &script], params)
         .await
         .unwrap_or_else(|e| panic!("start {id}: {e}"));
-    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
+    let confined = policy["type"] != "danger-full-access";
+    assert_eq!(r["sandboxType"] == "linuxSeccomp", confined, "{r}");
     let ev = c.closed(id).await;
     let out = String::from_utf8_lossy(&ev.stdout).into_owned();
     assert_eq!(
@@ -431,4 +432,307 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         out.push(p);
     }
     out
+}
+
+/// A server started from a real terminal: the test allocates a pseudo-terminal and starts
+/// `stockade serve --listen ws://...` as the leader of a new session whose controlling
+/// terminal is that pty (stdin and stderr on it), as a shell in a terminal would.
+struct ServerOnTerminal {
+    client: Client,
+    master: std::os::fd::OwnedFd,
+    slave_path: String,
+    server_pid: i32,
+}
+
+async fn server_on_terminal() -> ServerOnTerminal {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds; no name buffer, termios or winsize.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned two fresh fds that nothing else owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(slave_path.starts_with("/dev/pts/"), "{slave_path}");
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        "ws://127.0.0.1:0",
+        "--ceiling",
+        "danger-full-access",
+    ])
+    .stdin(Stdio::from(slave.try_clone().unwrap()))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(slave.try_clone().unwrap()))
+    .kill_on_drop(true);
+    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe; fd 0 is the pty slave.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn stockade");
+    drop(slave);
+    let server_pid = child.id().unwrap() as i32;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("server printed its URL")
+        .unwrap()
+        .unwrap();
+    let mut client = Client::ws_connect(&url, &[]).await.unwrap();
+    client.server = Some(child);
+    client.initialize().await;
+    ServerOnTerminal {
+        client,
+        master,
+        slave_path,
+        server_pid,
+    }
+}
+
+/// The foreground process group of the terminal, read through its master side.
+fn foreground_group(master: &std::os::fd::OwnedFd) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcgetpgrp on a valid fd.
+    unsafe { libc::tcgetpgrp(master.as_raw_fd()) }
+}
+
+/// Item 8: a process started with `tty: false` is not in the server's session: it cannot open
+/// the server's terminal as `/dev/tty`, make itself the terminal's foreground group, or make
+/// the terminal its own; what the user types reaches the server's terminal, not the process.
+/// Signals to the process (its group) keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_terminal_is_shared_with_the_server() {
+    let s = Scratch::new("ctty");
+    let t = server_on_terminal().await;
+    let c = &t.client;
+    // The server really has the terminal: it leads the session in its foreground.
+    assert_eq!(foreground_group(&t.master), t.server_pid);
+    for (id, policy) in [
+        ("confined", ws_policy(false)),
+        ("unconfined", json!({"type": "danger-full-access"})),
+    ] {
+        let code = format!(
+            r#"
+import signal, termios, fcntl
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+print("same_session=" + str(os.getsid(0) == os.getsid({server})))
+print("leader=" + str(os.getsid(0) == os.getpid() == os.getpgrp()))
+t("open_dev_tty", lambda: os.close(os.open("/dev/tty", os.O_RDWR)))
+t("open_dev_tty_read", lambda: os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NONBLOCK)))
+def foreground_via_dev_tty():
+    fd = os.open("/dev/tty", os.O_RDWR)
+    os.tcsetpgrp(fd, os.getpgrp())
+t("tcsetpgrp_dev_tty", foreground_via_dev_tty)
+# The server's terminal by its name (readable where the policy reads everywhere).
+fd = os.open("{slave}", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+t("tcsetpgrp_by_path", lambda: os.tcsetpgrp(fd, os.getpgrp()))
+t("tiocsctty_by_path", lambda: fcntl.ioctl(fd, termios.TIOCSCTTY, 0))
+"#,
+            server = t.server_pid,
+            slave = t.slave_path,
+        );
+        let r = probe(c, id, &s.ws(), policy, &code).await;
+        expect(&r, "same_session", "False");
+        expect(&r, "leader", "True");
+        expect(&r, "open_dev_tty", "ENXIO");
+        expect(&r, "open_dev_tty_read", "ENXIO");
+        expect(&r, "tcsetpgrp_dev_tty", "ENXIO");
+        // Not its controlling terminal (ENOTTY, EPERM); for a confined process Landlock
+        // refuses ioctls on a device it opened outside the allowed devices first (EACCES).
+        assert!(
+            matches!(r["tcsetpgrp_by_path"].as_str(), "ENOTTY" | "EACCES"),
+            "{r:?}"
+        );
+        assert!(
+            matches!(r["tiocsctty_by_path"].as_str(), "EPERM" | "EACCES"),
+            "{r:?}"
+        );
+        assert_eq!(foreground_group(&t.master), t.server_pid, "{id}");
+    }
+    // Signals reach the process group as before.
+    c.start_with(
+        "sig",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 3' INT; echo ready; while :; do sleep 0.05; done",
+        ],
+        json!({"sandboxPolicy": ws_policy(false), "cwd": s.ws().to_str().unwrap()}),
+    )
+    .await
+    .unwrap();
+    c.wait_output("sig", "ready").await;
+    let r = c
+        .ok(
+            "process/signal",
+            json!({"processId": "sig", "signal": "interrupt"}),
+        )
+        .await;
+    assert_eq!(r["delivered"], true);
+    let ev = c.closed("sig").await;
+    assert!(String::from_utf8_lossy(&ev.stdout).contains("got-int"));
+    assert_eq!(ev.exited.unwrap()["exitCode"], 3);
+}
+
+/// The program of the tree-kill tests: a tree that tries to outlive its request. It ignores
+/// every signal it can, starts a daemon that leaves the session (`setsid`) and double-forks,
+/// and under the daemon 3 workers that each keep 3 children alive, forking a new one whenever
+/// one dies (so the kill loop races against replacements): 14 processes with the main one.
+/// With `STARVE` set it first tries to lower its keeper's open-file limit to 0, so that the
+/// keeper could not open its list of children; with `MAIN_EXITS` the main process exits once
+/// the daemon is started. Every process carries the marker (the last argument).
+const TREE: &str = r#"
+import os, signal, time, resource, errno
+for s in range(1, 65):
+    if s == signal.SIGCHLD:
+        continue  # ignoring it would make the kernel reap children: wait() must see them
+    try:
+        signal.signal(s, signal.SIG_IGN)
+    except (OSError, ValueError):
+        pass
+if os.environ.get("STARVE"):
+    try:
+        resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (0, 0))
+        print("starve=OK", flush=True)
+    except OSError as e:
+        print("starve=" + errno.errorcode[e.errno], flush=True)
+def leaf():
+    while True:
+        time.sleep(1000)
+def keep(n, body):
+    kids = set()
+    while True:
+        while len(kids) < n:
+            pid = os.fork()
+            if pid == 0:
+                body()
+            kids.add(pid)
+        try:
+            kids.discard(os.wait()[0])
+        except ChildProcessError:
+            kids.clear()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        keep(3, lambda: keep(3, leaf))
+    os._exit(0)
+os.wait()
+print("daemon-started", flush=True)
+if os.environ.get("MAIN_EXITS"):
+    os._exit(0)
+leaf()
+"#;
+
+/// Starts [`TREE`] under `policy` and waits (bounded) until all 14 processes run; returns
+/// their pids and the process's stdout so far.
+async fn start_tree(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    policy: Value,
+    env: Value,
+    marker: &str,
+) -> (Vec<i32>, String) {
+    c.start_with(
+        id,
+        &[PY, "-c", TREE, marker],
+        json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy, "env": env}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    c.wait_output(id, "daemon-started").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pids = pids_with_marker(marker);
+        if pids.len() >= 13 + usize::from(env.get("MAIN_EXITS").is_none()) {
+            let out = String::from_utf8_lossy(&c.events(id).stdout).into_owned();
+            return (pids, out);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tree did not start: {pids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that none of `pids` and nothing else carrying `marker` survives.
+async fn assert_tree_gone(pids: &[i32], marker: &str) {
+    assert_eq!(wait_all_dead(pids).await, Vec::<i32>::new(), "survivors");
+    assert_eq!(pids_with_marker(marker), Vec::<i32>::new(), "new survivors");
+}
+
+/// Item 7: whatever a confined tree does to itself and to its keeper (ignore signals, leave
+/// the session, double-fork, replace killed children, try to starve the keeper of file
+/// descriptors), `process/terminate`, the main process's exit (after the close grace), the
+/// end of the session and the death of the server each leave no descendant alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_kill_cannot_be_defeated_from_inside() {
+    let s = Scratch::new("treekill");
+    let c = Client::new(Transport::Stdio, &["--close-grace-ms", "200"]).await;
+    let starve = json!({"PATH": "/usr/bin:/bin", "STARVE": "1"});
+    let m = marker("tkterm");
+    let (pids, out) = start_tree(&c, "term", &s.ws(), ws_policy(false), starve.clone(), &m).await;
+    assert!(out.contains("starve=EPERM"), "{out}");
+    c.ok("process/terminate", json!({"processId": "term"}))
+        .await;
+    c.closed("term").await;
+    assert_tree_gone(&pids, &m).await;
+
+    let m = marker("tkexit");
+    let env = json!({"PATH": "/usr/bin:/bin", "STARVE": "1", "MAIN_EXITS": "1"});
+    let (pids, _) = start_tree(&c, "exit", &s.ws(), ws_policy(false), env, &m).await;
+    let ev = c.closed("exit").await;
+    assert_eq!(ev.exited.unwrap()["exitCode"], 0);
+    assert_tree_gone(&pids, &m).await;
+
+    let m = marker("tkeof");
+    let (pids, _) = start_tree(&c, "eof", &s.ws(), ws_policy(false), starve.clone(), &m).await;
+    c.close();
+    c.wait_disconnected().await;
+    assert_tree_gone(&pids, &m).await;
+
+    let mut c = Client::new(Transport::Stdio, &[]).await;
+    let m = marker("tkserver");
+    let (pids, _) = start_tree(&c, "server", &s.ws(), ws_policy(false), starve, &m).await;
+    c.server.as_mut().unwrap().start_kill().unwrap();
+    assert_tree_gone(&pids, &m).await;
+}
+
+/// Item 7, the keeper's side: the keeper opens its list of children before the program
+/// starts, so a tree that does starve it of file descriptors (possible only for an
+/// unconfined process, which may change its keeper's limits) is still killed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_without_file_descriptors_still_kills_its_tree() {
+    let s = Scratch::new("starved");
+    let c = Client::new(Transport::Stdio, &["--ceiling", "danger-full-access"]).await;
+    let m = marker("tkstarved");
+    let env = json!({"PATH": "/usr/bin:/bin", "STARVE": "1"});
+    let policy = json!({"type": "danger-full-access"});
+    let (pids, out) = start_tree(&c, "starved", &s.ws(), policy, env, &m).await;
+    assert!(out.contains("starve=OK"), "{out}");
+    c.ok("process/terminate", json!({"processId": "starved"}))
+        .await;
+    assert_tree_gone(&pids, &m).await;
+    c.closed("starved").await;
 }

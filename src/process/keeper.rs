@@ -5,7 +5,10 @@
 //! *child subreaper*: every orphan of its tree is reparented to it, so "all descendants of the
 //! keeper" is exactly the tree, whatever the processes do. On SIGTERM, from the server or via
 //! `PR_SET_PDEATHSIG` when the server dies, it SIGKILLs its children over and over until it
-//! has none, then exits.
+//! has none, then exits. Everything that loop needs is in hand before the program starts: the
+//! list of children is an fd opened while the keeper was idle (re-read from offset 0 each
+//! time), and killing needs no new resource, so nothing the tree does to the keeper's limits
+//! (a lowered RLIMIT_NOFILE, an exhausted pid space) can keep a descendant alive.
 //!
 //! Protocol on the status pipe (native endian): a [`StartReport`] (the keeper's and the
 //! target's pids, and the failure if the program could not be started), then, when the target
@@ -75,7 +78,7 @@ fn write_all(fd: i32, mut data: &[u8]) {
     }
 }
 
-/// Closes every fd except those in `keep` (at most 8). Async-signal-safe.
+/// Closes every fd except those in `keep` (at most 10). Async-signal-safe.
 fn close_all_except(keep: &[i32]) {
     let mut sorted = [-1i32; 10];
     let n = keep.len().min(10);
@@ -114,29 +117,39 @@ fn close_range(first: u32, last: u32) {
     }
 }
 
+/// Opens this thread's list of children (`/proc/thread-self/children`): an idle keeper does
+/// it ahead of time, so that its tree kill never needs a new fd. -1 with errno on failure.
+/// Async-signal-safe.
+pub fn open_child_list() -> i32 {
+    // SAFETY: open on a constant path.
+    unsafe {
+        libc::open(
+            c"/proc/thread-self/children".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    }
+}
+
 /// SIGKILLs every current child of this (single-threaded) process, and the target's group.
-fn kill_children(target: libc::pid_t) {
+/// `child_list` is [`open_child_list`]'s fd, read from the start each time.
+fn kill_children(target: libc::pid_t, child_list: i32) {
     // SAFETY: plain syscalls with stack buffers.
     unsafe {
         libc::kill(-target, libc::SIGKILL);
-        let fd = libc::open(
-            c"/proc/thread-self/children".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return;
-        }
         let mut buf = [0u8; 4096];
         let mut pid: i64 = 0;
         let mut in_number = false;
+        let mut offset: libc::off_t = 0;
         loop {
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            // Reading from offset 0 makes the kernel list the children anew.
+            let n = libc::pread(child_list, buf.as_mut_ptr().cast(), buf.len(), offset);
             if n < 0 && errno() == libc::EINTR {
                 continue;
             }
             if n <= 0 {
                 break;
             }
+            offset += n as libc::off_t;
             for &b in &buf[..n as usize] {
                 if b.is_ascii_digit() {
                     pid = pid * 10 + (b - b'0') as i64;
@@ -153,7 +166,6 @@ fn kill_children(target: libc::pid_t) {
         if in_number && pid > 0 {
             libc::kill(pid as libc::pid_t, libc::SIGKILL);
         }
-        libc::close(fd);
     }
 }
 
@@ -297,12 +309,14 @@ unsafe fn spawn_target(
 ///
 /// # Safety
 /// Must only be called in a freshly forked child with every signal blocked and every disposition
-/// at its default, with `plan`/`fds` prepared before the fork.
+/// at its default, with `plan`/`fds` prepared before the fork. `child_list` is this process's
+/// [`open_child_list`] (-1 if that failed: the program is then not started).
 pub unsafe fn keeper_main(
     plan: &ExecPlan,
     fds: &ChildFds,
     parent_pid: libc::pid_t,
     target_stack: &mut [u8],
+    child_list: i32,
 ) -> ! {
     // SAFETY: async-signal-safe syscalls only, on data prepared before the fork.
     unsafe {
@@ -318,6 +332,17 @@ pub unsafe fn keeper_main(
         // The parent (the zygote) may have died before PDEATHSIG was armed.
         let mut kill_mode = libc::getppid() != parent_pid;
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+        // Without its list of children the keeper could not kill a tree that left the
+        // program's session: never start one then.
+        let child_list = if child_list >= 0 {
+            child_list
+        } else {
+            let fd = open_child_list();
+            if fd < 0 {
+                report_start_failure(fds.status_pipe, Stage::ChildList, errno());
+            }
+            fd
+        };
         let (ns_a, ns_b) = match &plan.sandbox.mounts {
             Some(m) => match m.join {
                 Some((user, mnt)) => (user, mnt),
@@ -334,6 +359,7 @@ pub unsafe fn keeper_main(
             plan.sandbox.port_guard_fd,
             ns_a,
             ns_b,
+            child_list,
         ]);
 
         let failure = FailureSlot::default();
@@ -391,7 +417,7 @@ pub unsafe fn keeper_main(
                 break;
             }
             if kill_mode {
-                kill_children(target);
+                kill_children(target, child_list);
             }
             let sig = libc::sigwaitinfo(&waitset, std::ptr::null_mut());
             if sig == libc::SIGTERM {

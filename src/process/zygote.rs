@@ -553,6 +553,9 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
     // the request buffer). Page faults in a fresh fork are slow; touching more than a spawn
     // uses only slows the spawn that runs while this keeper is being made.
     keeper::reset_all_signal_dispositions();
+    // The tree kill's list of children, opened before any request (see keeper.rs); a failure
+    // is reported by the keeper when a request comes.
+    let child_list = keeper::open_child_list();
     let mut target_stack = vec![0u8; keeper::TARGET_STACK];
     let top = target_stack.len();
     for at in (top - keeper::TARGET_STACK_TOUCHED..top).step_by(4096) {
@@ -662,7 +665,7 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         status_pipe: fds[3].as_raw_fd(),
     };
     // SAFETY: single-threaded, all signals blocked; keeper_main never returns.
-    unsafe { keeper::keeper_main(&plan, &child_fds, zygote_pid, &mut target_stack) }
+    unsafe { keeper::keeper_main(&plan, &child_fds, zygote_pid, &mut target_stack, child_list) }
 }
 
 #[cfg(test)]

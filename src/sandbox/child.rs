@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Stage {
     /// The keeper could not fork the target.
     Fork = 1,
-    /// `setsid` (tty) failed.
+    /// `setsid` failed.
     Setsid = 2,
-    /// `setpgid` failed.
-    Setpgid = 3,
     /// Redirecting stdio failed.
     Dup = 4,
     /// Making the terminal the controlling terminal failed.
@@ -41,6 +39,9 @@ pub enum Stage {
     Mounts = 13,
     /// The keeper could not join the process cgroup.
     Cgroup = 14,
+    /// The keeper could not open its list of children (`/proc/thread-self/children`), which
+    /// its tree kill needs.
+    ChildList = 15,
 }
 
 impl Stage {
@@ -48,7 +49,6 @@ impl Stage {
     const ALL: [Stage; 14] = [
         Stage::Fork,
         Stage::Setsid,
-        Stage::Setpgid,
         Stage::Dup,
         Stage::ControllingTerminal,
         Stage::Chdir,
@@ -60,6 +60,7 @@ impl Stage {
         Stage::Rlimit,
         Stage::Mounts,
         Stage::Cgroup,
+        Stage::ChildList,
     ];
 
     /// Decodes the stage number of a failure report.
@@ -72,7 +73,6 @@ impl Stage {
         match self {
             Stage::Fork => "fork",
             Stage::Setsid => "setsid",
-            Stage::Setpgid => "setpgid",
             Stage::Dup => "stdio redirection",
             Stage::ControllingTerminal => "controlling terminal setup",
             Stage::Chdir => "chdir",
@@ -84,6 +84,7 @@ impl Stage {
             Stage::Rlimit => "setting resource limits",
             Stage::Mounts => "setting up the private mount namespace",
             Stage::Cgroup => "joining the process cgroup",
+            Stage::ChildList => "opening the keeper's list of children",
         }
     }
 }
@@ -302,12 +303,13 @@ fn errno() -> i32 {
 pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> ! {
     // SAFETY: async-signal-safe syscalls only; every pointer comes from `plan`.
     unsafe {
-        if plan.tty {
-            if libc::setsid() < 0 {
-                fail(ep, Stage::Setsid, errno());
-            }
-        } else if libc::setpgid(0, 0) < 0 {
-            fail(ep, Stage::Setpgid, errno());
+        // Every program leads a session of its own, and so a process group whose id is its
+        // pid (which `process/signal` and the tree kill address). Without a terminal it then
+        // has no controlling terminal at all: in the server's session it could open the
+        // server's terminal as /dev/tty, make itself its foreground group and read what the
+        // user types. With a terminal, the pty becomes its controlling terminal below.
+        if libc::setsid() < 0 {
+            fail(ep, Stage::Setsid, errno());
         }
         // The sources are all >= 3 (fds 0-2 of the server are always occupied), so no dup2
         // below can clobber a source that is still needed.
@@ -774,6 +776,7 @@ mod tests {
             assert!(!s.describe().is_empty());
         }
         assert_eq!(Stage::from_raw(0), None);
-        assert_eq!(Stage::from_raw(15), None);
+        assert_eq!(Stage::from_raw(3), None);
+        assert_eq!(Stage::from_raw(16), None);
     }
 }
