@@ -19,16 +19,8 @@ fn ws_policy(network: bool) -> Value {
            "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true})
 }
 
-/// Runs the Python probe `code` under `policy` in `cwd`; returns name → result ("OK", an errno
-/// name such as "EPERM", or what the probe printed as `name=value`).
-async fn probe(
-    c: &Client,
-    id: &str,
-    cwd: &Path,
-    policy: Value,
-    code: &str,
-) -> BTreeMap<String, String> {
-    let prelude = r#"
+/// The probe's helpers: `t(name, f)` prints `name=OK` or `name=<errno name>`.
+const PRELUDE: &str = r#"
 import os, errno, socket, ctypes, sys, resource
 libc = ctypes.CDLL(None, use_errno=True)
 def t(name, f):
@@ -41,6 +33,17 @@ def t(name, f):
     except OSError as e:
         print(f"{name}={errno.errorcode.get(e.errno, e.errno)}", flush=True)
 "#;
+
+/// Runs the Python probe `code` under `policy` in `cwd`; returns name → result ("OK", an errno
+/// name such as "EPERM", or what the probe printed as `name=value`).
+async fn probe(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    policy: Value,
+    code: &str,
+) -> BTreeMap<String, String> {
+    let prelude = PRELUDE;
     let script = format!("{prelude}\n{code}");
     let params = if policy.get("permissions").is_some() {
         json!({"cwd": cwd.to_str().unwrap(), "sandbox": policy})
@@ -735,4 +738,94 @@ async fn a_keeper_without_file_descriptors_still_kills_its_tree() {
         .await;
     assert_tree_gone(&pids, &m).await;
     c.closed("starved").await;
+}
+
+/// Item 11: with the network allowed, Landlock (before ABI 9) does not govern connecting to a
+/// pathname UNIX socket. The report says so in its notes; a socket outside every `none` entry
+/// can be connected (the documented limit), and `none` entries hide sockets: one inside a
+/// hidden directory, and one hidden itself, cannot be connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_entries_hide_unix_sockets_when_the_network_is_on() {
+    use std::os::unix::net::UnixListener;
+    let s = Scratch::new("unixsock");
+    let ws = s.ws();
+    std::fs::create_dir(s.root.join("private")).unwrap();
+    let reachable = s.outside().join("reachable.sock");
+    let in_hidden_dir = s.root.join("private/hidden.sock");
+    let hidden_itself = s.outside().join("hidden-itself.sock");
+    let _listeners: Vec<UnixListener> = [&reachable, &in_hidden_dir, &hidden_itself]
+        .iter()
+        .map(|p| {
+            let l = UnixListener::bind(p).unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+            l
+        })
+        .collect();
+    // uid 65534 must reach the sockets by path like any local user could.
+    for d in [s.root.clone(), s.outside(), s.root.join("private")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let entry = |p: &Path, access: &str| json!({"path": {"type": "path", "path": p.to_str().unwrap()}, "access": access});
+    let uri = format!("file://{}", ws.display());
+    let policy = json!({"permissions": {"type": "managed", "network": "enabled",
+        "file_system": {"type": "restricted", "entries": [
+            {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+            entry(&ws, "write"),
+            entry(&s.root.join("private"), "none"),
+            entry(&hidden_itself, "none"),
+        ]}},
+        "cwd": uri, "workspaceRoots": [uri]});
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let code = format!(
+        r#"
+def connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.close()
+t("reachable", lambda: connect("{reachable}"))
+t("in_hidden_dir", lambda: connect("{in_hidden_dir}"))
+t("hidden_itself", lambda: connect("{hidden_itself}"))
+"#,
+        reachable = reachable.display(),
+        in_hidden_dir = in_hidden_dir.display(),
+        hidden_itself = hidden_itself.display(),
+    );
+    let r = c
+        .start_with(
+            "sock",
+            &[PY, "-c", &format!("{PRELUDE}\n{code}")],
+            json!({"cwd": ws.to_str().unwrap(), "sandbox": policy}),
+        )
+        .await
+        .unwrap();
+    let notes = r["sandbox"]["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("pathname UNIX sockets are not restricted")),
+        "{r}"
+    );
+    let ev = c.closed("sock").await;
+    let out = String::from_utf8_lossy(&ev.stdout);
+    assert_eq!(ev.exited.unwrap()["exitCode"], 0, "{out}");
+    assert!(out.lines().any(|l| l == "reachable=OK"), "{out}");
+    assert!(out.lines().any(|l| l == "in_hidden_dir=EACCES"), "{out}");
+    assert!(out.lines().any(|l| l == "hidden_itself=EACCES"), "{out}");
+    // With the network blocked there is no note (no socket can be created at all).
+    let blocked = c
+        .start_with(
+            "blocked",
+            &["true"],
+            json!({"cwd": ws.to_str().unwrap(), "sandboxPolicy": ws_policy(false)}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !blocked["sandbox"]["notes"]
+            .to_string()
+            .contains("pathname UNIX sockets"),
+        "{blocked}"
+    );
+    c.closed("blocked").await;
 }

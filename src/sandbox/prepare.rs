@@ -385,6 +385,18 @@ pub fn prepare(
             ports.listed()
         ));
     }
+    // Connecting to a pathname UNIX socket opens no file, so Landlock before ABI 9 (which has
+    // a right for it) does not see it: with the network on, a restricted filesystem does not
+    // keep the process from the sockets it can reach by path. Only `none` entries (mounts)
+    // hide them.
+    if policy.network && entries.is_some() && abi < LANDLOCK_ABI_UNIX_SOCKET {
+        notes.push(format!(
+            "pathname UNIX sockets are not restricted: with the network allowed, any socket file \
+             the process can reach by path (e.g. /var/run/docker.sock) can be connected; Landlock \
+             restricts that from ABI {LANDLOCK_ABI_UNIX_SOCKET}, this host uses ABI {abi}; hide \
+             such paths with `none` entries"
+        ));
+    }
     let seccomp = if host.seccomp && (policy.hardening || !policy.network) {
         if policy.network {
             seccomp_cache.with_network.clone()
@@ -422,6 +434,9 @@ pub fn prepare(
         report,
     })
 }
+
+/// The first Landlock ABI that can restrict connecting to a pathname UNIX socket.
+const LANDLOCK_ABI_UNIX_SOCKET: i32 = 9;
 
 /// True when `path` lies inside `root` (whole components).
 pub fn inside(path: &Path, root: &Path) -> bool {
