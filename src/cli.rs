@@ -19,6 +19,13 @@ pub enum Command {
     /// Serve the JSON-RPC protocol on stdio or WebSocket.
     Serve(Box<ServeArgs>),
     /// Run one command through the same code path, forwarding stdio and the exit status.
+    // The serve flags that only bound what clients may ask for mean nothing to `run`, whose
+    // caller is the operator: accepted (scripts may pass them) but not shown in its help.
+    #[command(
+        mut_arg("default_policy", |a| a.hide(true)),
+        mut_arg("ceiling", |a| a.hide(true)),
+        mut_arg("no_network", |a| a.hide(true))
+    )]
     Run(Box<RunArgs>),
     /// Print what this host can enforce (Landlock ABI, seccomp, namespaces, each policy).
     Doctor(DoctorArgs),
@@ -82,6 +89,16 @@ pub struct RunArgs {
     /// Kill the command's tree once it has written this much output.
     #[arg(long, value_name = "BYTES")]
     pub max_output_bytes: Option<u64>,
+
+    /// No summary line from stockade on stderr after the command (timed out, output limit,
+    /// degraded enforcement, sandbox refusals).
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Write a JSON report to FILE after the command: the sandbox report, limits, usage, exit
+    /// and denials.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 
     #[command(flatten)]
     pub sandbox: SandboxArgs,

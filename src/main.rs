@@ -124,7 +124,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_output_bytes: args.max_output_bytes,
             },
         };
-        let code = stockade::run::run(server.clone(), request).await;
+        let reporting = stockade::run::RunReporting {
+            quiet: args.quiet,
+            report: args.report.clone(),
+        };
+        let code = stockade::run::run(server.clone(), request, reporting).await;
         server.shutdown().await;
         anyhow::Ok(code)
     })?;

@@ -158,8 +158,111 @@ pub fn run_sandbox_policy(
 /// Exit status used when stockade itself fails before the command runs.
 pub const EXIT_STOCKADE_ERROR: i32 = 125;
 
-/// Runs the command; returns the exit status to exit with (128+n for a signal death).
-pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
+/// Exit status when `--wall-time-ms` killed the command's tree (as `timeout(1)` answers).
+pub const EXIT_TIMED_OUT: i32 = 124;
+
+/// Exit status when `--max-output-bytes` cut the output short and killed the tree: never 0, so
+/// a CI job whose log was truncated cannot pass unnoticed.
+pub const EXIT_OUTPUT_LIMIT: i32 = 122;
+
+/// What `stockade run` tells besides the command's own output.
+#[derive(Debug, Clone, Default)]
+pub struct RunReporting {
+    /// No summary line on stderr after the command.
+    pub quiet: bool,
+    /// Write a JSON report (sandbox report, limits, usage, exit, denials) to this file.
+    pub report: Option<PathBuf>,
+}
+
+/// The exit status of `run` for a `process/exited` notification: the command's own status,
+/// unless stockade's timer or output limit ended it.
+fn exit_status(exited: &Value) -> i32 {
+    if exited["timedOut"] == true {
+        EXIT_TIMED_OUT
+    } else if exited["outputLimitExceeded"] == true {
+        EXIT_OUTPUT_LIMIT
+    } else {
+        exited["exitCode"].as_i64().unwrap_or(1) as i32
+    }
+}
+
+/// The one stderr line stockade adds after the command when something happened that the
+/// command's own output does not say (None: nothing to say).
+fn summary(
+    start: &Value,
+    exited: &Value,
+    limits: &crate::protocol::process::Limits,
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if exited["timedOut"] == true {
+        let ms = limits.wall_time_ms.unwrap_or_default();
+        parts.push(format!(
+            "timed out after {ms} ms (--wall-time-ms): the whole tree was killed (exit status {EXIT_TIMED_OUT})"
+        ));
+    }
+    if exited["outputLimitExceeded"] == true {
+        let bytes = limits.max_output_bytes.unwrap_or_default();
+        parts.push(format!(
+            "output limit of {bytes} bytes reached (--max-output-bytes): output was cut and the tree killed (exit status {EXIT_OUTPUT_LIMIT})"
+        ));
+    }
+    let sandbox = &start["sandbox"];
+    if sandbox["enforcement"] == "degraded" {
+        let missing: Vec<&str> = sandbox["degradations"]
+            .as_array()
+            .map(|d| d.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        parts.push(format!(
+            "sandbox degraded, not enforced: {}",
+            missing.join("; ")
+        ));
+    }
+    if exited["sandboxDenied"] == true {
+        // Only where the evidence names a network refusal: a hint about the network next to
+        // a refused write would send the user the wrong way.
+        let network_refused = exited["denials"].as_array().is_some_and(|d| {
+            d.iter().any(|e| {
+                e["kind"] == "net"
+                    || (e["kind"] == "syscall"
+                        && e["access"]
+                            .as_str()
+                            .is_some_and(|a| a.starts_with("socket")))
+            })
+        });
+        let hint = if network_refused && sandbox["network"] == "blocked" {
+            " (the network is off: --network allows it)"
+        } else {
+            ""
+        };
+        parts.push(format!(
+            "the sandbox refused an operation the command needed{hint}"
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("stockade: {}", parts.join("; ")))
+}
+
+/// The `--report` document.
+fn report_json(req: &RunRequest, start: &Value, exited: &Value, status: i32) -> Value {
+    json!({
+        "argv": req.argv,
+        "cwd": req.cwd.to_string_lossy(),
+        "exitStatus": status,
+        "exit": {
+            "exitCode": exited["exitCode"],
+            "signal": exited.get("signal"),
+            "timedOut": exited["timedOut"] == true,
+            "outputLimitExceeded": exited["outputLimitExceeded"] == true,
+            "sandboxDenied": exited["sandboxDenied"] == true,
+        },
+        "sandbox": start["sandbox"],
+        "usage": exited["usage"],
+        "denials": exited.get("denials").cloned().unwrap_or_else(|| json!([])),
+    })
+}
+
+/// Runs the command; returns the exit status to exit with (128+n for a signal death, or one of
+/// the `EXIT_*` statuses).
+pub async fn run(server: Arc<Server>, req: RunRequest, reporting: RunReporting) -> i32 {
     let (tx, mut rx) = mpsc::channel(server.config.outbox_capacity);
     let session = match server.sessions.create(tx) {
         Ok(session) => session,
@@ -180,10 +283,13 @@ pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
         "limits": req.limits,
     });
     let reply = methods::handle(&server, &session, "process/start", params).await;
-    if let Err(e) = &reply.result {
-        eprintln!("stockade: {}", e.message);
-        return EXIT_STOCKADE_ERROR;
-    }
+    let start = match &reply.result {
+        Ok(start) => start.clone(),
+        Err(e) => {
+            eprintln!("stockade: {}", e.message);
+            return EXIT_STOCKADE_ERROR;
+        }
+    };
     if let Some(gate) = reply.after_send {
         let _ = gate.send(());
     }
@@ -208,7 +314,7 @@ pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
     }
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
-    let mut code = EXIT_STOCKADE_ERROR;
+    let mut exited = None;
     while let Some(msg) = rx.recv().await {
         let Ok(v) = serde_json::from_str::<Value>(&msg.0) else {
             continue;
@@ -225,12 +331,30 @@ pub async fn run(server: Arc<Server>, req: RunRequest) -> i32 {
                     stdout.write_all(&data).await
                 };
             }
-            Some("process/exited") => code = p["exitCode"].as_i64().unwrap_or(1) as i32,
+            Some("process/exited") => exited = Some(p.clone()),
             Some("process/closed") => break,
             _ => {}
         }
     }
     let _ = stdout.flush().await;
     let _ = stderr.flush().await;
-    code
+    let Some(exited) = exited else {
+        eprintln!("stockade: the process ended without an exit record");
+        return EXIT_STOCKADE_ERROR;
+    };
+    let status = exit_status(&exited);
+    if !reporting.quiet
+        && let Some(line) = summary(&start, &exited, &req.limits)
+    {
+        eprintln!("{line}");
+    }
+    if let Some(path) = &reporting.report {
+        let doc = report_json(&req, &start, &exited, status);
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("stockade: writing --report {}: {e}", path.display());
+            return EXIT_STOCKADE_ERROR;
+        }
+    }
+    status
 }

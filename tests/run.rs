@@ -6,7 +6,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{bin, marker};
-use serde_json as _;
 
 fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     let mut child = Command::new(bin())
@@ -90,6 +89,111 @@ fn own_errors_exit_125_with_one_message() {
         "a wrong policy name lists the valid names: {err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The statuses CI users rely on: 124 for a wall-time kill (as `timeout`), 122 for a cut output
+/// (never 0), the command's own otherwise; one stderr line from stockade says what happened,
+/// `--quiet` suppresses it, and `--report` writes the whole story as JSON.
+#[test]
+fn exit_statuses_summary_and_report() {
+    let dir = std::env::temp_dir().join(marker("run-report"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cwd = dir.to_str().unwrap();
+    let (code, _, err) = run(
+        &["--cwd", cwd, "--wall-time-ms", "300", "--", "sleep", "30"],
+        b"",
+    );
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("stockade: timed out after 300 ms"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "--cwd",
+            cwd,
+            "-q",
+            "--wall-time-ms",
+            "300",
+            "--",
+            "sleep",
+            "30",
+        ],
+        b"",
+    );
+    assert_eq!(code, 124);
+    assert_eq!(err, "", "--quiet prints nothing of stockade's own");
+    let (code, out, err) = run(
+        &[
+            "--cwd",
+            cwd,
+            "--max-output-bytes",
+            "10",
+            "--",
+            "sh",
+            "-c",
+            "yes | head -c 100000",
+        ],
+        b"",
+    );
+    assert_eq!(code, 122, "{err}");
+    assert_eq!(out.len(), 10);
+    assert!(err.contains("output limit of 10 bytes"), "{err}");
+    // A refused write that the command turns into a failure.
+    let (code, _, err) = run(
+        &[
+            "--cwd",
+            cwd,
+            "--",
+            "sh",
+            "-c",
+            "echo x > /etc/stockade-test; exit 3",
+        ],
+        b"",
+    );
+    assert_eq!(code, 3, "the command's own status");
+    assert!(err.contains("stockade: the sandbox refused"), "{err}");
+    // Nothing happened: nothing is said.
+    let report = dir.join("report.json");
+    let (code, out, err) = run(
+        &[
+            "--cwd",
+            cwd,
+            "--report",
+            report.to_str().unwrap(),
+            "--",
+            "echo",
+            "ok",
+        ],
+        b"",
+    );
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "ok\n", ""));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(doc["exitStatus"], 0);
+    assert_eq!(doc["exit"]["exitCode"], 0);
+    assert_eq!(doc["exit"]["timedOut"], false);
+    assert_eq!(doc["sandbox"]["enforcement"], "full", "{doc}");
+    assert!(doc["usage"]["wallMs"].is_u64(), "{doc}");
+    assert!(doc["denials"].is_array(), "{doc}");
+    assert_eq!(doc["argv"][0], "echo");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `run --help` shows no flag that only bounds what a server's clients may ask for.
+#[test]
+fn run_help_shows_no_serve_only_flags() {
+    let help = Command::new(bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--wall-time-ms"), "{help}");
+    for flag in ["--ceiling", "--default-policy", "--no-network"] {
+        assert!(!help.contains(flag), "{flag} in run --help");
+    }
+    let serve = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&serve.stdout).contains("--ceiling"));
 }
 
 #[test]
@@ -316,9 +420,9 @@ fn doctor_reports_the_host() {
 #[test]
 fn limit_flags() {
     let (code, _, _) = run(&["--wall-time-ms", "300", "--", "sleep", "30"], b"");
-    assert_eq!(code, 137, "killed by the wall-time limit");
+    assert_eq!(code, 124, "killed by the wall-time limit");
     let (code, out, _) = run(&["--max-output-bytes", "1000", "--", "yes"], b"");
-    assert_eq!(code, 137);
+    assert_eq!(code, 122, "cut by the output limit");
     assert_eq!(out.len(), 1000);
     let (_, _, err) = run(
         &[
