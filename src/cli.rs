@@ -152,8 +152,15 @@ pub struct ServeArgs {
     /// File holding the bearer token every WebSocket upgrade must present
     /// (`Authorization: Bearer <token>`); the content is trimmed. Without it, anyone who can
     /// reach the port can run commands as this user.
-    #[arg(long)]
+    /// The file is hidden from every confined process and filesystem call.
+    #[arg(long, conflicts_with = "ws_token_env")]
     pub ws_token_file: Option<PathBuf>,
+
+    /// Like `--ws-token-file`, but the token is the value of the environment variable VAR,
+    /// read at startup and then removed from the server's environment (so no child, whatever
+    /// its `envPolicy`, and no `/proc/<pid>/environ` reader sees it) and no file holds it.
+    #[arg(long, value_name = "VAR")]
+    pub ws_token_env: Option<String>,
 
     /// Allow WebSocket upgrades carrying this `Origin` header (repeatable). By default every
     /// request with an Origin is refused (403) so that web pages cannot drive the executor.
@@ -233,6 +240,19 @@ pub struct SandboxArgs {
     /// inotify watch per directory.
     #[arg(long)]
     pub no_protect_hard_links: bool,
+
+    /// Bound every path a request makes writable (cwd of workspace-write, writable_roots,
+    /// project roots, write entries) to this directory (repeatable; adds to
+    /// `[sandbox] workspace_roots`). Paths are resolved, symlinks followed; outside: -32020.
+    /// `/tmp` and the server's `$TMPDIR` stay allowed unless `allow_tmp_roots = false`.
+    #[arg(long, value_name = "DIR")]
+    pub workspace_root: Vec<PathBuf>,
+
+    /// Allow writable roots that are the host itself: `/`, `/etc`, `/usr`, `/bin`, `/sbin`,
+    /// `/lib*`, `/boot`, `/dev`, `/proc`, `/sys`, `/var`, `/root` or `$HOME` (refused with
+    /// -32020 by default, as such a policy confines nothing that matters).
+    #[arg(long)]
+    pub allow_system_writable_roots: bool,
 }
 
 impl SandboxArgs {
@@ -259,6 +279,14 @@ impl SandboxArgs {
         }
         if self.no_protect_hard_links {
             settings.protect_hard_links = false;
+        }
+        for root in &self.workspace_root {
+            settings
+                .workspace_roots
+                .push(crate::config::workspace_root(root, "--workspace-root")?);
+        }
+        if self.allow_system_writable_roots {
+            settings.allow_system_writable_roots = true;
         }
         Ok(())
     }

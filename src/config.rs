@@ -139,6 +139,15 @@ pub struct SandboxSection {
     pub landlock_abi: Option<i32>,
     /// Make files with a hard link outside the writable roots read-only. Built-in: true.
     pub protect_hard_links: Option<bool>,
+    /// Every path a request makes writable must lie inside one of these directories
+    /// (resolved, symlinks followed); outside: -32020. Built-in: no bound.
+    pub workspace_roots: Option<Vec<PathBuf>>,
+    /// `/tmp` and the server's `$TMPDIR` stay writable roots outside `workspace_roots`.
+    /// Built-in: true.
+    pub allow_tmp_roots: Option<bool>,
+    /// Allow writable roots that are the host (`/`, `/etc`, `/usr`, ..., `$HOME` itself).
+    /// Built-in: false (-32020).
+    pub allow_system_writable_roots: Option<bool>,
 }
 
 impl SandboxSection {
@@ -166,8 +175,33 @@ impl SandboxSection {
         if let Some(h) = self.protect_hard_links {
             settings.protect_hard_links = h;
         }
+        if let Some(roots) = &self.workspace_roots {
+            for root in roots {
+                settings
+                    .workspace_roots
+                    .push(workspace_root(root, "sandbox.workspace_roots")?);
+            }
+        }
+        if let Some(t) = self.allow_tmp_roots {
+            settings.allow_tmp_roots = t;
+        }
+        if let Some(a) = self.allow_system_writable_roots {
+            settings.allow_system_writable_roots = a;
+        }
         Ok(())
     }
+}
+
+/// Validates one workspace root: absolute, lexically normalised (it is resolved, symlinks
+/// followed, each time a request is checked against it).
+pub fn workspace_root(root: &Path, field: &str) -> Result<PathBuf, String> {
+    if !root.is_absolute() {
+        return Err(format!(
+            "{field}: {} is not an absolute path",
+            root.display()
+        ));
+    }
+    Ok(crate::sandbox::policy::normalize(root))
 }
 
 /// Accepts a type name (`"read-only"`) or a 6.2 object for the default policy.
@@ -266,6 +300,46 @@ mod tests {
         let e = ConfigFile::parse("[env]\nnever_inherti = []\n", "t").unwrap_err();
         assert!(e.to_string().contains("never_inherti"), "{e}");
         assert!(ConfigFile::parse("[nope]\n", "t").is_err());
+    }
+
+    #[test]
+    fn path_bounds_parse() {
+        let c = ConfigFile::parse(
+            "[sandbox]\nworkspace_roots = [\"/srv/ws/\", \"/b/../builds\"]\nallow_tmp_roots = false\nallow_system_writable_roots = true\n",
+            "t",
+        )
+        .unwrap();
+        let mut settings = SandboxSettings::default();
+        assert!(settings.allow_tmp_roots && !settings.allow_system_writable_roots);
+        c.sandbox.apply(&mut settings).unwrap();
+        assert_eq!(
+            settings.workspace_roots,
+            vec![PathBuf::from("/srv/ws"), PathBuf::from("/builds")]
+        );
+        assert!(!settings.allow_tmp_roots && settings.allow_system_writable_roots);
+        let c = ConfigFile::parse("[sandbox]\nworkspace_roots = [\"ws\"]\n", "t").unwrap();
+        let e = c
+            .sandbox
+            .apply(&mut SandboxSettings::default())
+            .unwrap_err();
+        assert!(
+            e.contains("sandbox.workspace_roots") && e.contains("absolute"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_ci_runner_config_bounds_writes_to_workspace_roots() {
+        let c = ConfigFile::parse(
+            include_str!("../policies/server-ci-runner.toml"),
+            "server-ci-runner.toml",
+        )
+        .unwrap();
+        let mut settings = SandboxSettings::default();
+        c.sandbox.apply(&mut settings).unwrap();
+        assert!(!settings.workspace_roots.is_empty());
+        assert!(settings.workspace_roots.iter().all(|r| r.is_absolute()));
+        assert!(!settings.allow_system_writable_roots);
     }
 
     #[test]

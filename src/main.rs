@@ -9,6 +9,7 @@ use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
 use stockade::run::{RunPolicyFile, RunRequest, parse_inherit};
 use stockade::sandbox::prepare::{SandboxSettings, SupervisorPorts};
+use stockade::sandbox::server_files::ServerFiles;
 use stockade::server::Server;
 use stockade::transport::listen::{ListenAddr, parse_listen};
 use stockade::transport::{stdio, ws};
@@ -105,7 +106,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ceiling: stockade::sandbox::policy::Level::DangerFullAccess,
         ..SandboxSettings::default()
     };
-    let config = base_config(args.config.as_deref(), &args.sandbox, sandbox)?;
+    let config = base_config(
+        args.config.as_deref(),
+        &args.sandbox,
+        sandbox,
+        ServerFiles::default(),
+    )?;
     let (zygote, runtime) = start_processes()?;
     let code = runtime.block_on(async move {
         let server = Server::new(config, zygote)?;
@@ -137,9 +143,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
-    let token = match &args.ws_token_file {
-        Some(path) => {
-            let t = std::fs::read_to_string(path)
+    // Every file the server reads at startup is kept open and hidden from confined
+    // processes and filesystem calls (a token there would let one drive the server).
+    let mut files = ServerFiles::default();
+    let token = match (&args.ws_token_file, &args.ws_token_env) {
+        (Some(path), _) => {
+            let t = files
+                .read(path)
                 .with_context(|| format!("reading --ws-token-file {}", path.display()))?;
             let t = t.trim().to_string();
             if t.is_empty() {
@@ -147,7 +157,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             Some(t)
         }
-        None => None,
+        (None, Some(var)) => {
+            // Still single-threaded here: the zygote and the runtime start later.
+            let t = stockade::process::sys::take_env_secret(var).with_context(|| {
+                format!("--ws-token-env {var}: the variable is not set (or not UTF-8)")
+            })?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("--ws-token-env {var}: the variable is empty");
+            }
+            Some(t)
+        }
+        (None, None) => None,
     };
     if let ListenAddr::WebSocket(addr) = &listen
         && !addr.ip().is_loopback()
@@ -156,7 +177,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!(
             "refusing to listen on non-loopback address {addr} without --ws-token-file \
-             (anyone who can reach it could run commands); pass --insecure-no-auth to override"
+             or --ws-token-env (anyone who can reach it could run commands); pass --insecure-no-auth to override"
         );
     }
     let config = ServerConfig {
@@ -169,6 +190,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.config.as_deref(),
             &args.sandbox,
             SandboxSettings::default(),
+            files,
         )?
     };
     let mut config = ServerConfig {
@@ -231,16 +253,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::process::exit(0);
 }
 
-/// The config file plus the sandbox flags (flags override the file) over `sandbox`.
+/// The config file plus the sandbox flags (flags override the file) over `sandbox`. The
+/// config file joins `files`, the server's own files that confined processes never see.
 fn base_config(
     path: Option<&std::path::Path>,
     flags: &SandboxArgs,
     mut sandbox: SandboxSettings,
+    mut files: ServerFiles,
 ) -> anyhow::Result<ServerConfig> {
     let file = match path {
-        Some(path) => ConfigFile::load(path)?,
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = files
+                .read(path)
+                .map_err(|source| stockade::config::ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+            ConfigFile::parse(&text, &shown)?
+        }
         None => ConfigFile::default(),
     };
+    sandbox.server_files = files;
     file.sandbox
         .apply(&mut sandbox)
         .map_err(anyhow::Error::msg)?;

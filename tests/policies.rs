@@ -47,7 +47,8 @@ fn every_shipped_policy_file_is_accepted() {
             .args(["--", "true"])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &dir)
+            // Not the cwd: a writable root that is $HOME itself is refused.
+            .env("HOME", dir.join("home"))
             .output()
             .unwrap();
         assert!(

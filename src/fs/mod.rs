@@ -143,7 +143,7 @@ impl FsService {
             &self.env,
         )
         .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))?;
-        let policy = match requested {
+        let mut policy = match requested {
             Some(p) => p,
             None => policy::from_sandbox_policy(
                 &self.settings.default_policy,
@@ -154,7 +154,7 @@ impl FsService {
             )
             .map_err(|e| RpcError::internal(format!("server default policy: {e}")))?,
         };
-        prepare::check_allowed(&policy, &self.settings)?;
+        prepare::bound_policy(&mut policy, &self.settings, true)?;
         if matches!(policy.filesystem, Filesystem::Restricted(_))
             && let Some(gap) = prepare::filesystem_gap(self.host.landlock_abi)
             && !self.settings.allow_degraded

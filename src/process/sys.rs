@@ -212,6 +212,44 @@ pub fn ensure_std_fds() {
     }
 }
 
+unsafe extern "C" {
+    /// The C library's environment block (`environ(7)`): a NULL-terminated array of
+    /// `NAME=value` strings, at first pointing into the area `/proc/<pid>/environ` shows.
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// Takes a secret from the environment: returns the value of `name`, overwrites the value's
+/// bytes in place (so `/proc/<pid>/environ`, which shows the environment the process was
+/// started with, no longer holds it) and removes the variable (so no later capture of the
+/// environment for children sees it). Call at startup, before any thread is spawned.
+pub fn take_env_secret(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok();
+    let prefix = format!("{name}=");
+    // SAFETY: reads the pointer value of the C library's `environ`; no thread can change it.
+    let mut entry = unsafe { (&raw const environ).read() };
+    while !entry.is_null() {
+        // SAFETY: `entry` points into the NULL-terminated `environ` array, not past its end.
+        let string = unsafe { *entry };
+        if string.is_null() {
+            break;
+        }
+        // SAFETY: every `environ` entry is a NUL-terminated string.
+        let len = unsafe { std::ffi::CStr::from_ptr(string) }.to_bytes().len();
+        // SAFETY: `string` has `len` readable bytes; compares the name part only.
+        let head = unsafe { std::slice::from_raw_parts(string as *const u8, len) };
+        if head.starts_with(prefix.as_bytes()) {
+            // SAFETY: overwrites the value bytes of this writable string, before its NUL.
+            unsafe { std::ptr::write_bytes(string.add(prefix.len()), 0, len - prefix.len()) };
+        }
+        // SAFETY: the next element exists: this one was not the terminating NULL.
+        entry = unsafe { entry.add(1) };
+    }
+    // SAFETY: no other thread exists yet (the caller's contract), so nothing reads the
+    // environment concurrently.
+    unsafe { std::env::remove_var(name) };
+    value
+}
+
 /// A pidfd for one of our children: signals through it cannot hit a recycled pid.
 #[derive(Debug)]
 pub struct PidFd {

@@ -10,3 +10,4 @@ pub mod policy;
 pub mod prepare;
 pub mod probe;
 pub mod seccomp;
+pub mod server_files;

@@ -2,7 +2,7 @@
 //! host cannot enforce something (unless degradation is allowed), and report what was enforced.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::landlock::{self, RulesetSpec};
 use super::policy::{Access, Filesystem, FsEntry, Level, SandboxPolicy};
 use super::seccomp;
+use super::server_files::{Current, ServerFiles};
 use crate::protocol::{ErrorCode, RpcError};
 
 /// Server-wide sandbox settings (from the config file and flags).
@@ -31,6 +32,18 @@ pub struct SandboxSettings {
     /// The server's own listening TCP ports, which no confined process may connect to or bind
     /// (set by the transport once its listener is bound; empty for stdio and `stockade run`).
     pub supervisor_ports: SupervisorPorts,
+    /// Operator bound on paths (`[sandbox] workspace_roots`, `--workspace-root`): when not
+    /// empty, every path a policy makes writable must lie inside one of them (resolved).
+    pub workspace_roots: Vec<PathBuf>,
+    /// `/tmp` and the server's `$TMPDIR` (and paths inside them) are writable roots allowed
+    /// outside `workspace_roots` (`[sandbox] allow_tmp_roots`, default true).
+    pub allow_tmp_roots: bool,
+    /// Allow writable roots that are the whole host or a system directory (`/`, `/etc`,
+    /// `/usr`, ..., `$HOME` itself). Off by default.
+    pub allow_system_writable_roots: bool,
+    /// Files the server read at startup (token, config): hidden from every confined process
+    /// and every filesystem call.
+    pub server_files: ServerFiles,
 }
 
 /// The TCP ports the server itself listens on, and the network-only Landlock ruleset that
@@ -88,6 +101,10 @@ impl Default for SandboxSettings {
             landlock_abi_cap: None,
             protect_hard_links: true,
             supervisor_ports: SupervisorPorts::default(),
+            workspace_roots: Vec::new(),
+            allow_tmp_roots: true,
+            allow_system_writable_roots: false,
+            server_files: ServerFiles::default(),
         }
     }
 }
@@ -221,9 +238,17 @@ pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
     (mounts.into_iter().map(|(_, m)| m).collect(), out)
 }
 
-/// The operator's limits on what a client may ask for: the ceiling (-32020) and the
-/// network switch. Processes and filesystem calls share them.
+/// The operator's limits on what a client may ask for: the ceiling, the network switch and
+/// the paths a policy may make writable (-32020). Processes and filesystem calls share them.
 pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Result<(), RpcError> {
+    check_level_and_network(policy, settings)?;
+    check_writable_roots(policy, settings)
+}
+
+fn check_level_and_network(
+    policy: &SandboxPolicy,
+    settings: &SandboxSettings,
+) -> Result<(), RpcError> {
     if policy.level > settings.ceiling {
         return Err(RpcError::new(
             ErrorCode::PolicyNotAllowed,
@@ -239,6 +264,208 @@ pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Resu
             ErrorCode::PolicyNotAllowed,
             "network access is not allowed by this server's configuration (--no-network)",
         ));
+    }
+    Ok(())
+}
+
+/// The real path of `path` as the kernel would resolve it now: the real path of its deepest
+/// existing ancestor with the rest appended (policy paths are already lexically normal, and
+/// names that do not exist yet contain no symlink).
+fn resolve_now(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(&cur) {
+            for name in missing.iter().rev() {
+                real.push(name);
+            }
+            return real;
+        }
+        match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                missing.push(name);
+                cur = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// Directories that, made writable, make the host writable (14.10). `/lib*` is matched by
+/// prefix as well; `$HOME` is added at check time.
+const SYSTEM_DIRS: [&str; 14] = [
+    "/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
+    "/proc", "/sys", "/var",
+];
+
+/// True when `real` (a resolved path) is the root, a system directory or `$HOME` itself.
+fn is_system_dir(real: &Path, home: Option<&Path>) -> bool {
+    let top_level_lib = real.parent() == Some(Path::new("/"))
+        && real
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"lib"));
+    // The host's layout (e.g. `/lib` -> `usr/lib`) does not change while the server runs.
+    static RESOLVED: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    let resolved = RESOLVED.get_or_init(|| {
+        SYSTEM_DIRS
+            .iter()
+            .chain(std::iter::once(&"/root"))
+            .flat_map(|d| [PathBuf::from(d), resolve_now(Path::new(d))])
+            .collect()
+    });
+    top_level_lib || resolved.iter().any(|d| real == d) || home.is_some_and(|h| real == h)
+}
+
+/// The temporary roots the operator chose: `/tmp` and the server's own `$TMPDIR`, resolved
+/// (a request's `TMPDIR` is the client's choice and gets no exemption).
+fn tmp_roots() -> Vec<PathBuf> {
+    let mut roots = vec![resolve_now(Path::new("/tmp"))];
+    if let Some(t) = std::env::var_os("TMPDIR").map(PathBuf::from)
+        && t.is_absolute()
+    {
+        roots.push(resolve_now(&super::policy::normalize(&t)));
+    }
+    roots
+}
+
+/// The paths a policy makes writable must not be the whole host (unless the operator allows
+/// it) and must lie inside the operator's `workspace_roots` when set: checked on the
+/// resolved path (symlinks followed), since that is what Landlock will grant.
+fn check_writable_roots(
+    policy: &SandboxPolicy,
+    settings: &SandboxSettings,
+) -> Result<(), RpcError> {
+    let entries = match &policy.filesystem {
+        Filesystem::Restricted(entries) => entries,
+        Filesystem::Unrestricted if !settings.workspace_roots.is_empty() => {
+            return Err(RpcError::new(
+                ErrorCode::PolicyNotAllowed,
+                format!(
+                    "sandbox policy `{}` makes the whole filesystem writable, but this server bounds writes to its workspace roots ({})",
+                    policy.name,
+                    list(&settings.workspace_roots)
+                ),
+            ));
+        }
+        Filesystem::Unrestricted => return Ok(()),
+    };
+    let mut writes = entries
+        .iter()
+        .filter(|e| e.access == Access::Write)
+        .peekable();
+    if writes.peek().is_none() {
+        return Ok(());
+    }
+    let tmp = tmp_roots();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
+        .map(|h| resolve_now(&super::policy::normalize(&h)));
+    let workspaces: Vec<PathBuf> = settings
+        .workspace_roots
+        .iter()
+        .map(|w| resolve_now(w))
+        .collect();
+    for e in writes {
+        let real = resolve_now(&e.path);
+        let spelled = if real == e.path {
+            e.path.display().to_string()
+        } else {
+            format!("{} (resolves to {})", e.path.display(), real.display())
+        };
+        if !settings.allow_system_writable_roots
+            && !tmp.contains(&real)
+            && is_system_dir(&real, home.as_deref())
+        {
+            return Err(RpcError::new(
+                ErrorCode::PolicyNotAllowed,
+                format!(
+                    "writable path {spelled} ({}) would make the host's system or home directory writable; ask for a workspace directory instead (an operator can allow this with [sandbox] allow_system_writable_roots = true or --allow-system-writable-roots)",
+                    e.origin
+                ),
+            ));
+        }
+        let inside_bound = workspaces.is_empty()
+            || workspaces.iter().any(|w| real.starts_with(w))
+            || (settings.allow_tmp_roots && tmp.iter().any(|t| real.starts_with(t)));
+        if !inside_bound {
+            return Err(RpcError::new(
+                ErrorCode::PolicyNotAllowed,
+                format!(
+                    "writable path {spelled} ({}) is outside this server's workspace roots ({})",
+                    e.origin,
+                    list(&settings.workspace_roots)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where the server's own files are now (token, config): `none` for every confined process
+/// and filesystem call. An error (-32021) when one cannot be located exactly.
+fn server_file_paths(settings: &SandboxSettings) -> Result<Vec<PathBuf>, RpcError> {
+    if settings.server_files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let current = settings.server_files.current().map_err(|e| {
+        RpcError::new(
+            ErrorCode::SandboxUnavailable,
+            format!("this request cannot be confined safely: {e}"),
+        )
+    })?;
+    Ok(current
+        .into_iter()
+        .filter_map(|c| match c {
+            Current::At(p) => Some(p),
+            Current::Gone => None,
+        })
+        .collect())
+}
+
+/// Adds a `none` entry for each of the server's own files to a restricted policy (the entries
+/// then become hidden carve-outs for processes and refusals for the filesystem API), after
+/// checking the operator's bounds. Unrestricted policies get the same files as hidden mounts
+/// in [`prepare`] for processes; for a filesystem call (`for_fs_call`) an unrestricted but
+/// confined policy becomes "write everything but those files", so the filesystem API refuses
+/// them too. Call it on every policy before it is used.
+pub fn bound_policy(
+    policy: &mut SandboxPolicy,
+    settings: &SandboxSettings,
+    for_fs_call: bool,
+) -> Result<(), RpcError> {
+    check_allowed(policy, settings)?;
+    if policy.is_unconfined() {
+        return Ok(());
+    }
+    let hidden = server_file_paths(settings)?;
+    if for_fs_call && policy.filesystem == Filesystem::Unrestricted && !hidden.is_empty() {
+        policy.filesystem = Filesystem::Restricted(vec![FsEntry {
+            path: PathBuf::from("/"),
+            access: Access::Write,
+            origin: "unrestricted filesystem",
+            skip_if_missing: false,
+        }]);
+    }
+    if let Filesystem::Restricted(entries) = &mut policy.filesystem
+        && !hidden.is_empty()
+    {
+        let mut all = std::mem::take(entries);
+        all.extend(hidden.into_iter().map(|path| FsEntry {
+            path,
+            access: Access::None,
+            origin: "server file",
+            skip_if_missing: true,
+        }));
+        *entries = super::policy::winning_entries(all);
     }
     Ok(())
 }
@@ -295,6 +522,7 @@ pub fn prepare(
     let abi = host.landlock_abi;
     let mut missing: Vec<String> = Vec::new();
     let mut mounts: Vec<Vec<u8>> = Vec::new();
+    let mut notes_extra: Vec<String> = Vec::new();
     let entries = match &policy.filesystem {
         Filesystem::Restricted(e) => Some(e.as_slice()),
         Filesystem::Unrestricted => None,
@@ -335,6 +563,28 @@ pub fn prepare(
             mounts = m;
         }
     }
+    if entries.is_none() {
+        // No Landlock on the filesystem: the server's own files are hidden by mounts alone.
+        use std::os::unix::ffi::OsStrExt;
+        for path in server_file_paths(settings)? {
+            let mut op = vec![2u8];
+            op.extend_from_slice(path.as_os_str().as_bytes());
+            mounts.push(op);
+        }
+        if !mounts.is_empty() && !server_is_root && !host.user_namespaces {
+            missing.push(
+                "user namespaces (for the private mount namespace that hides the server's own files)"
+                    .into(),
+            );
+            mounts.clear();
+        }
+        if !mounts.is_empty() {
+            notes_extra.push(format!(
+                "{} of the server's own files hidden by mounts",
+                mounts.len()
+            ));
+        }
+    }
     if policy.hardening && abi < 6 {
         missing.push(format!(
             "Landlock ABI 6 (signal and abstract-socket scopes) to keep the process from signalling the supervisor: host offers ABI {abi}"
@@ -361,6 +611,7 @@ pub fn prepare(
     }
     let want_landlock = abi >= 1 && (entries.is_some() || (policy.hardening && abi >= 6));
     let mut notes = policy.notes.clone();
+    notes.extend(notes_extra);
     let ruleset = if want_landlock {
         let built = landlock::build(&RulesetSpec {
             abi,

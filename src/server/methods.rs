@@ -314,6 +314,7 @@ async fn start_inner(
                 .into(),
         );
     }
+    prepare::bound_policy(&mut sandbox_policy, &server.config.sandbox, false)?;
     let linked = outside_links(server, &mut sandbox_policy).await;
     let prepared = prepare::prepare(
         &sandbox_policy,
