@@ -774,9 +774,77 @@ impl Rng {
     }
 }
 
+/// Makes every directory under `p` searchable and writable again (a `-wx` or `r-x` directory
+/// left by [`build_tree`] could not otherwise be emptied by an unprivileged test).
+fn reset_modes(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return;
+    };
+    if m.is_dir() {
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            reset_modes(&e.path());
+        }
+    }
+}
+
+/// True when the tests run as root.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// Another user than the one running the tests (root can give files to it).
+const OTHER_UID: u32 = 4242;
+
+/// Gives the tree of a seed ordinary-permission cases, the same every time: mode-000 files,
+/// read-only files, `-wx` (listable by nobody) and `r-x` directories, and as root files and
+/// directories of another user (private, or writable by all). A process holds no
+/// capability that overrides them, so neither may the fs API.
+fn apply_dac(seed: u64, dirs: &[PathBuf], files: &[PathBuf]) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let give = |p: &Path| std::os::unix::fs::chown(p, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let root = running_as_root();
+    let mut rng = Rng(seed.rotate_left(17) | 1);
+    for f in files {
+        match rng.below(7) {
+            0 => set(f, 0o000),
+            1 => set(f, 0o444),
+            2 if root => {
+                give(f);
+                set(f, 0o600);
+            }
+            3 if root => {
+                give(f);
+                set(f, 0o666);
+            }
+            _ => {}
+        }
+    }
+    // Deepest first, so that a parent's mode does not stop the test from changing a child.
+    // `t` itself stays as it is (the probe's working directory).
+    for d in dirs.iter().skip(1).rev() {
+        match rng.below(6) {
+            0 => set(d, 0o300),
+            1 => set(d, 0o555),
+            2 if root => {
+                give(d);
+                set(d, 0o755);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Builds the same tree for a seed every time: directories, files and symlinks (inside,
-/// outside, relative with `..`, dangling) under `t`, and an `o` directory beside it.
+/// outside, relative with `..`, dangling) under `t`, and an `o` directory beside it, with
+/// the permission cases of [`apply_dac`].
 fn build_tree(base: &Path, seed: u64) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    reset_modes(base);
     let _ = std::fs::remove_dir_all(base);
     let t = base.join("t");
     let o = base.join("o");
@@ -825,6 +893,7 @@ fn build_tree(base: &Path, seed: u64) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut parents: Vec<PathBuf> = dirs.clone();
     parents.push(o.clone());
     parents.extend(links.iter().cloned());
+    apply_dac(seed, &dirs, &files);
     (nodes, parents)
 }
 
@@ -1046,6 +1115,7 @@ async fn parity_with_a_real_process_under_the_same_policy() {
             );
         }
     }
+    reset_modes(&base);
     let _ = std::fs::remove_dir_all(&base);
 }
 

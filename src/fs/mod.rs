@@ -1,14 +1,16 @@
 //! The filesystem methods (PROTOCOL.md section 8), enforced like a process's file access.
 //!
 //! request → policy (either wire shape, or the server default; ceiling checked) → a worker
-//! thread confined by the policy's Landlock ruleset ([`workers`]) → the operation
-//! ([`ops`]), which resolves every path component by component ([`walk`]) and refuses what
-//! the mount namespace would refuse a process ([`guard`]) → result.
+//! thread with a process's privileges under the policy: no capability, the policy's Landlock
+//! domain ([`workers`]) → the operation ([`ops`]), which resolves every path component by
+//! component ([`walk`]), never enters the server's own processes in `/proc` (`procfs`),
+//! and refuses what the mount namespace would refuse a process ([`guard`]) → result.
 //!
 //! Results that carry a path use the form the request used (plain path or `file://` URI).
 
 pub mod guard;
 pub mod ops;
+pub(crate) mod procfs;
 pub mod walk;
 pub mod workers;
 

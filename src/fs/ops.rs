@@ -16,11 +16,12 @@ use std::time::UNIX_EPOCH;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, readlinkat, renameat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstatat, mkdirat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
 use super::FsError;
 use super::guard::{Guard, Need};
+use super::procfs;
 use super::walk::{Located, kind, locate};
 use crate::protocol::fs::{DirEntry, Metadata, READ_FILE_LIMIT};
 
@@ -123,20 +124,41 @@ fn temp_name(name: &OsStr) -> OsString {
 
 fn write_all(fd: OwnedFd, data: &[u8]) -> Result<(), FsError> {
     let mut f = File::from(fd);
-    f.write_all(data).map_err(FsError::from_io)
+    f.write_all(data).map_err(FsError::from_io)?;
+    clear_set_id(f.as_fd())
+}
+
+/// The set-user-ID and set-group-ID bits.
+const SET_ID: u32 = 0o6000;
+
+/// Removes set-user-ID and set-group-ID bits from a file just written: content written
+/// through the fs API never runs with another identity. (The kernel already clears them when
+/// the writer lacks CAP_FSETID, as a confined worker does; an unconfined call may hold it, and
+/// an empty write clears nothing.)
+fn clear_set_id(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), FsError> {
+    let st = fstat(fd)?;
+    if kind(&st) == SFlag::S_IFREG && st.st_mode & SET_ID != 0 {
+        fchmod(fd, Mode::from_bits_truncate(st.st_mode & 0o7777 & !SET_ID))?;
+    }
+    Ok(())
 }
 
 /// `fs/writeFile`: creates or replaces the file. An existing regular file is replaced
 /// atomically (written to a temporary file in the same directory, then renamed over it,
-/// keeping its mode, and its owner when the server runs as root), so a failed write never
-/// leaves it truncated. When the directory itself is not writable but the file is, the
-/// file is rewritten in place instead. Other file types (FIFOs, devices) are written in
-/// place.
+/// keeping its permission bits but never a setuid or setgid bit), so a failed write never
+/// leaves it truncated. It is rewritten in place instead when the replacement could not keep
+/// its owner and group (the file is another user's: the worker holds no capability to give
+/// it away, and must not take it over), or when the directory itself is not writable but the
+/// file is. Other file types (FIFOs, devices) are written in place.
 pub fn write_file(guard: &Guard, path: &Path, data: &[u8]) -> Result<(), FsError> {
     let loc = locate(path, true, guard, Need::Write)?;
     let name = loc.name()?.to_os_string();
     require(guard, Need::Write, &loc.real(), path)?;
     let existing = loc.leaf.as_ref().map(|(_, st)| *st);
+    let in_place = || -> Result<(), FsError> {
+        let fd = open_in(&loc.dir, &name, OFlag::O_WRONLY | OFlag::O_TRUNC, 0)?;
+        write_all(fd, data)
+    };
     match existing.map(|st| kind(&st)) {
         Some(SFlag::S_IFDIR) => return Err(Errno::EISDIR.into()),
         Some(SFlag::S_IFREG) | None => {}
@@ -148,10 +170,13 @@ pub fn write_file(guard: &Guard, path: &Path, data: &[u8]) -> Result<(), FsError
             return write_all(fd, data);
         }
     }
-    if existing.is_some() {
+    if let Some(st) = &existing {
         // The same permission check a process's `open(O_WRONLY)` would get (DAC and
         // Landlock); replacing by rename must not succeed where writing would fail.
         drop(open_in(&loc.dir, &name, OFlag::O_WRONLY, 0)?);
+        if st.st_uid != nix::unistd::geteuid().as_raw() {
+            return in_place();
+        }
     }
     let tmp = temp_name(&name);
     let created = open_in(
@@ -163,20 +188,26 @@ pub fn write_file(guard: &Guard, path: &Path, data: &[u8]) -> Result<(), FsError
     let fd = match created {
         Ok(fd) => fd,
         Err(Errno::EACCES | Errno::EPERM | Errno::EROFS) if existing.is_some() => {
-            let fd = open_in(&loc.dir, &name, OFlag::O_WRONLY | OFlag::O_TRUNC, 0)?;
-            return write_all(fd, data);
+            return in_place();
         }
         Err(e) => return Err(e.into()),
     };
+    let unlink_tmp = || {
+        let _ = unlinkat(&loc.dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    };
+    if let Some(st) = &existing {
+        let tmp_st = fstat(&fd)?;
+        if tmp_st.st_gid != st.st_gid
+            && std::os::unix::fs::fchown(&fd, None, Some(st.st_gid)).is_err()
+        {
+            // A group the server's user cannot give the file: keep the file's own.
+            unlink_tmp();
+            return in_place();
+        }
+    }
     let finish = || -> Result<(), FsError> {
         if let Some(st) = &existing {
-            fchmod(&fd, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
-            if nix::unistd::geteuid().is_root() {
-                std::os::unix::fs::fchown(&fd, Some(st.st_uid), Some(st.st_gid))
-                    .map_err(FsError::from_io)?;
-                // chown clears set-id bits; restore the mode.
-                fchmod(&fd, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
-            }
+            fchmod(&fd, Mode::from_bits_truncate(st.st_mode & 0o777))?;
         }
         let mut f = File::from(fd.try_clone().map_err(FsError::from_io)?);
         f.write_all(data).map_err(FsError::from_io)?;
@@ -185,7 +216,7 @@ pub fn write_file(guard: &Guard, path: &Path, data: &[u8]) -> Result<(), FsError
     };
     let r = finish();
     if r.is_err() {
-        let _ = unlinkat(&loc.dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        unlink_tmp();
     }
     r
 }
@@ -275,6 +306,7 @@ fn list_names(dir: OwnedFd) -> Result<Vec<OsString>, FsError> {
 
 fn remove_tree(guard: &Guard, parent: &OwnedFd, name: &OsStr, real: &Path) -> Result<(), FsError> {
     let dir = open_in(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)?;
+    let dir_st = fstat(&dir)?;
     let names = list_names(dir.try_clone().map_err(FsError::from_io)?)?;
     for n in names {
         let child = real.join(&n);
@@ -284,6 +316,12 @@ fn remove_tree(guard: &Guard, parent: &OwnedFd, name: &OsStr, real: &Path) -> Re
             Err(Errno::ENOENT) => continue,
             Err(e) => return Err(e.into()),
         };
+        if procfs::is_servers(dir.as_fd(), &dir_st, &n, None, &st) {
+            return Err(FsError::Denied {
+                need: Need::Write,
+                path: child,
+            });
+        }
         if kind(&st) == SFlag::S_IFDIR {
             remove_tree(guard, &dir, &n, &child)?;
         } else {
@@ -377,7 +415,8 @@ fn copy_file(from: OwnedFd, dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<()
     )?;
     let (mut from, mut to) = (File::from(from), File::from(to));
     std::io::copy(&mut from, &mut to).map_err(FsError::from_io)?;
-    Ok(())
+    // An existing destination keeps its mode, but never a set-id bit.
+    clear_set_id(to.as_fd())
 }
 
 fn copy_dir(
@@ -394,6 +433,7 @@ fn copy_dir(
         Err(e) => return Err(e.into()),
     }
     let dst = open_in(dparent, dname, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?;
+    let src_st = fstat(&src)?;
     for n in list_names(src.try_clone().map_err(FsError::from_io)?)? {
         let (s, d) = (sreal.join(&n), dreal.join(&n));
         require(guard, Need::Read, &s, &s)?;
@@ -403,6 +443,12 @@ fn copy_dir(
             Err(Errno::ENOENT) => continue,
             Err(e) => return Err(e.into()),
         };
+        if procfs::is_servers(src.as_fd(), &src_st, &n, None, &st) {
+            return Err(FsError::Denied {
+                need: Need::Read,
+                path: s,
+            });
+        }
         match kind(&st) {
             SFlag::S_IFDIR => {
                 let child = open_in(&src, &n, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)?;

@@ -19,6 +19,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
 use super::FsError;
 use super::guard::{Guard, Need};
+use super::procfs;
 
 /// Symlinks followed in one resolution before ELOOP, as the kernel's limit.
 const MAX_LINKS: usize = 40;
@@ -83,6 +84,8 @@ pub fn locate(
 ) -> Result<Located, FsError> {
     let root = || open_path(nix::fcntl::AT_FDCWD, OsStr::new("/"));
     let mut dir = root()?;
+    // The status of `dir`, for the checks of each step into it (see `procfs`).
+    let mut dir_st = fstat(&dir)?;
     let mut dir_path = PathBuf::from("/");
     let mut pending: VecDeque<OsString> = VecDeque::new();
     push_components(&mut pending, path, false);
@@ -103,6 +106,7 @@ pub fn locate(
                     OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )?;
+                dir_st = fstat(&dir)?;
             }
         }
         let Some(name) = pending.pop_front() else {
@@ -126,6 +130,10 @@ pub fn locate(
             Err(e) => return Err(e.into()),
         };
         let st = fstat(&fd)?;
+        // The server's own process is never reached, whatever the policy (see `procfs`).
+        if procfs::is_servers(dir.as_fd(), &dir_st, &name, Some(fd.as_fd()), &st) {
+            return Err(denied());
+        }
         if kind(&st) == SFlag::S_IFLNK && (!last || follow_last) {
             links += 1;
             if links > MAX_LINKS {
@@ -135,6 +143,7 @@ pub fn locate(
             let target = Path::new(&target);
             if target.is_absolute() {
                 dir = root()?;
+                dir_st = fstat(&dir)?;
                 dir_path = PathBuf::from("/");
             }
             push_components(&mut pending, target, true);
@@ -155,6 +164,7 @@ pub fn locate(
             return Err(Errno::ENOTDIR.into());
         }
         dir = fd;
+        dir_st = st;
         dir_path.push(&name);
         if guard.is_hidden(&dir_path) {
             return Err(denied());
