@@ -30,10 +30,12 @@ fn nix_uid() -> u32 {
 }
 
 /// A server whose environment holds a secret (as an operator's token would be), with the
-/// given extra arguments.
+/// given extra arguments. It allows writable roots like `/proc` and `/dev`: the policies that
+/// make `/proc` writable are the strongest attacks here.
 async fn server_with_secret(secret: &str, args: &[&str]) -> Client {
     let mut cmd = tokio::process::Command::new(bin());
     cmd.arg("serve")
+        .arg("--allow-system-writable-roots")
         .args(args)
         .env("HARDENING_FS_SECRET", secret);
     let mut c = Client::stdio_cmd(cmd).await;
