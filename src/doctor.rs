@@ -40,7 +40,7 @@ pub fn report(cap: Option<i32>) -> Value {
             },
         );
         let verdict = match p {
-            Ok(p) => match prepare::prepare(&p, host, &settings, &cache, root, &[]) {
+            Ok(p) => match prepare::prepare(&p, host, &settings, &cache, root, &[], &[]) {
                 Ok(prep) => prep.report,
                 Err(e) => json!({"enforcement": "refused", "error": e.message}),
             },

@@ -498,8 +498,10 @@ pub fn unenforceable(policy: &SandboxPolicy, missing: &[String]) -> RpcError {
 
 /// Prepares a policy for a process. `read_only_files` are files inside the writable roots
 /// that the process must not write (hard links out of them, see [`super::links`]): real paths,
-/// each made a read-only bind mount. Landlock cannot take a right back inside a granted tree,
-/// so they need no rule there.
+/// each made a read-only bind mount; `read_only_dirs` are directories there that the process
+/// must not write at all (the hard-link census cannot see into them), each a recursive
+/// read-only bind mount. Landlock cannot take a right back inside a granted tree, so they need
+/// no rule there.
 pub fn prepare(
     policy: &SandboxPolicy,
     host: HostSupport,
@@ -507,6 +509,7 @@ pub fn prepare(
     seccomp_cache: &SeccompCache,
     server_is_root: bool,
     read_only_files: &[std::path::PathBuf],
+    read_only_dirs: &[std::path::PathBuf],
 ) -> Result<Prepared, RpcError> {
     check_allowed(policy, settings)?;
     if policy.is_unconfined() {
@@ -533,7 +536,14 @@ pub fn prepare(
         missing.extend(unprotectable);
         {
             use std::os::unix::ffi::OsStrExt;
-            // Files below no carve-out (they resolve to `write`): order among them is free.
+            // Directories the census cannot see into: recursive binds (they keep the carve-outs
+            // below them), none below another. Then files below no carve-out (they resolve to
+            // `write`) and below none of those directories: order among them is free.
+            m.extend(read_only_dirs.iter().map(|d| {
+                let mut op = vec![0u8];
+                op.extend_from_slice(d.as_os_str().as_bytes());
+                op
+            }));
             m.extend(read_only_files.iter().map(|f| {
                 let mut op = vec![3u8];
                 op.extend_from_slice(f.as_os_str().as_bytes());
@@ -552,10 +562,10 @@ pub fn prepare(
             missing.push(format!(
                 "room for {} mounts in one mount namespace (fs.mount-max allows about {room}) to make {} hard links to files outside the writable roots read-only (remove them, or start the server with --no-protect-hard-links)",
                 m.len(),
-                read_only_files.len()
+                read_only_files.len() + read_only_dirs.len()
             ));
             // Degraded: the carve-outs alone, when they fit.
-            m.truncate(m.len() - read_only_files.len());
+            m.truncate(m.len() - read_only_files.len() - read_only_dirs.len());
             if m.len() <= room {
                 mounts = m;
             }
@@ -723,7 +733,7 @@ mod tests {
             .map(|i| format!("/nonexistent/link{i}").into())
             .collect();
         let settings = SandboxSettings::default();
-        let err = prepare(&p, host, &settings, &seccomp, true, &files).unwrap_err();
+        let err = prepare(&p, host, &settings, &seccomp, true, &files, &[]).unwrap_err();
         assert_eq!(err.code, ErrorCode::SandboxUnavailable.code(), "{err:?}");
         assert!(err.message.contains("fs.mount-max"), "{}", err.message);
         // Degraded: runs without those mounts, and says so.
@@ -731,12 +741,12 @@ mod tests {
             allow_degraded: true,
             ..SandboxSettings::default()
         };
-        let ok = prepare(&p, host, &degraded, &seccomp, true, &files).unwrap();
+        let ok = prepare(&p, host, &degraded, &seccomp, true, &files, &[]).unwrap();
         assert!(ok.mounts.iter().all(|m| m[0] != 3), "no hard-link mount");
         assert_eq!(ok.report["enforcement"], "degraded");
         // Within the limit: one read-only-if-present mount per file.
         let few = &files[..3];
-        let ok = prepare(&p, host, &settings, &seccomp, true, few).unwrap();
+        let ok = prepare(&p, host, &settings, &seccomp, true, few, &[]).unwrap();
         assert_eq!(ok.mounts.iter().filter(|m| m[0] == 3).count(), 3);
     }
 }

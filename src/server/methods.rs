@@ -219,6 +219,14 @@ async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Find
                 .into(),
         );
     }
+    if !found.dirs.is_empty() {
+        policy.notes.push(format!(
+            "{} director{} made read-only because the hard-link census cannot see into them (make them readable and searchable by the server's user, or shorten the path): {}",
+            found.dirs.len(),
+            if found.dirs.len() == 1 { "y" } else { "ies" },
+            found.blind.join("; ")
+        ));
+    }
     if !found.paths.is_empty() {
         policy.notes.push(format!(
             "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
@@ -316,6 +324,26 @@ async fn start_inner(
     }
     prepare::bound_policy(&mut sandbox_policy, &server.config.sandbox, false)?;
     let linked = outside_links(server, &mut sandbox_policy).await;
+    if !linked.unsettled.is_empty() && !server.config.sandbox.allow_degraded {
+        // No reliable view of these roots: a hard link to an outside file may be anywhere.
+        let roots: Vec<String> = linked
+            .unsettled
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        return Err(prepare::unenforceable(
+            &sandbox_policy,
+            &[format!(
+                "a settled view of {} for the hard-link census (directories there kept changing while it walked them, without inotify watches; stop what renames them and retry, or start the server with --no-protect-hard-links)",
+                roots.join(", ")
+            )],
+        ));
+    }
+    if !linked.unsettled.is_empty() {
+        sandbox_policy.notes.push(
+            "the hard-link census could not get a settled view of a writable root (allowed by --allow-degraded): hard links to outside files there may be writable".into(),
+        );
+    }
     let prepared = prepare::prepare(
         &sandbox_policy,
         server.host_support,
@@ -323,6 +351,7 @@ async fn start_inner(
         &server.seccomp,
         server.is_root,
         &linked.paths,
+        &linked.dirs,
     )?;
     if p.argv.iter().any(|a| a.contains('\0')) {
         return Err(RpcError::invalid_params(
@@ -365,7 +394,10 @@ async fn start_inner(
     let mut capture = None;
     let mut namespace = SpawnNamespace::Build;
     if !prepared.mounts.is_empty() {
-        let carve_outs = prepared.mounts.len().saturating_sub(linked.paths.len());
+        let carve_outs = prepared
+            .mounts
+            .len()
+            .saturating_sub(linked.paths.len() + linked.dirs.len());
         match server.namespaces.plan(
             &prepared.mounts,
             prepared.userns,
