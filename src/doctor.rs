@@ -2,15 +2,32 @@
 
 use serde_json::{Value, json};
 
+use crate::sandbox::landlock::{Handled, NEWEST_KNOWN_ABI, names};
 use crate::sandbox::policy::{self, Context};
 use crate::sandbox::prepare::{self, HostSupport, SandboxSettings, SeccompCache};
 use crate::sandbox::probe;
+
+/// The Landlock rights each known ABI adds to the one before (every ruleset handles all the
+/// rights of the ABI in use in each category it handles).
+fn rights_per_abi() -> Value {
+    (1..=NEWEST_KNOWN_ABI)
+        .map(|n| {
+            let (now, before) = (Handled::all(n), Handled::all(n - 1));
+            json!({
+                "abi": n,
+                "fs": names((now.fs & !before.fs).iter()),
+                "net": names((now.net & !before.net).iter()),
+                "scopes": names((now.scopes & !before.scopes).iter()),
+            })
+        })
+        .collect()
+}
 
 /// Measures the host and checks every built-in policy; `cap` simulates an older Landlock ABI.
 pub fn report(cap: Option<i32>) -> Value {
     let abi = probe::landlock_abi();
     let host = HostSupport {
-        landlock_abi: cap.map_or(abi, |c| c.clamp(0, abi)),
+        landlock_abi: probe::landlock_abi_in_use(cap),
         seccomp: probe::seccomp(),
         user_namespaces: probe::user_namespaces(),
     };
@@ -52,6 +69,8 @@ pub fn report(cap: Option<i32>) -> Value {
         "kernel": kernel,
         "landlockAbi": host.landlock_abi,
         "landlockAbiKernel": abi,
+        "landlockNewestKnownAbi": NEWEST_KNOWN_ABI,
+        "landlockRightsAddedPerAbi": rights_per_abi(),
         "seccomp": host.seccomp,
         "userNamespaces": host.user_namespaces,
         "runningAsRoot": root,
@@ -79,6 +98,42 @@ pub fn human(r: &Value) -> String {
             _ => "",
         }
     ));
+    if r["landlockAbiKernel"].as_i64().unwrap_or(0)
+        > r["landlockNewestKnownAbi"].as_i64().unwrap_or(0)
+    {
+        out.push_str(&format!(
+            "                  the kernel's ABI is newer than this build knows (up to {}): rights it added are not handled\n",
+            r["landlockNewestKnownAbi"]
+        ));
+    }
+    out.push_str("landlock rights   handled per ABI, each adding to the one before (> in use):\n");
+    let in_use = r["landlockAbi"].as_i64().unwrap_or(0);
+    for added in r["landlockRightsAddedPerAbi"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let n = added["abi"].as_i64().unwrap_or(0);
+        let mut parts = Vec::new();
+        for cat in ["fs", "net", "scopes"] {
+            let list: Vec<&str> = added[cat]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !list.is_empty() {
+                parts.push(format!("{cat}: {}", list.join(", ")));
+            }
+        }
+        let mark = if n == in_use { ">" } else { " " };
+        let what = if parts.is_empty() {
+            "(no new rights)".to_string()
+        } else {
+            parts.join("; ")
+        };
+        out.push_str(&format!("  {mark} ABI {n:<3} {what}\n"));
+    }
     out.push_str(&format!("seccomp           {}\n", r["seccomp"]));
     out.push_str(&format!("user namespaces   {}\n", r["userNamespaces"]));
     out.push_str(&format!("running as root   {}\n", r["runningAsRoot"]));

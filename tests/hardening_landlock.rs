@@ -191,3 +191,63 @@ async fn without_tcp_rules_the_network_fails_closed() {
         "{degradations}"
     );
 }
+
+/// The crate's names for a set of rights, as the report spells them (`IoctlDev` → `ioctl_dev`).
+fn snake<T: std::fmt::Debug>(rights: impl Iterator<Item = T>) -> Value {
+    let names: Vec<String> = rights
+        .map(|r| {
+            let mut out = String::new();
+            for (i, c) in format!("{r:?}").chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        })
+        .collect();
+    json!(names)
+}
+
+/// Every right the ABI in use knows is handled, and the report lists exactly those: compared
+/// with the `landlock` crate's full sets for that ABI (so a right a newer ABI adds, such as
+/// UNIX-socket resolution in ABI 9 or UDP in ABI 10, cannot be left out unnoticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_lists_every_right_of_the_abi_in_use() {
+    use landlock::{ABI, Access, AccessFs, AccessNet, Scope};
+    let s = Scratch::new("llrights");
+    for args in [&[][..], &["--landlock-abi", "5", "--allow-degraded"][..]] {
+        let c = Client::new(Transport::Stdio, args).await;
+        for (id, network) in [("off", false), ("on", true)] {
+            let r = c
+                .start_with(
+                    id,
+                    &["true"],
+                    json!({"cwd": s.ws().to_str().unwrap(),
+                           "sandboxPolicy": {"type": "workspace-write", "network_access": network}}),
+                )
+                .await
+                .unwrap();
+            let report = &r["sandbox"];
+            let abi = ABI::from(report["landlockAbi"].as_i64().unwrap() as i32);
+            let rights = &report["landlockRights"];
+            assert_eq!(
+                rights["fs"],
+                snake(AccessFs::from_all(abi).iter()),
+                "{report}"
+            );
+            let net = if network {
+                json!([])
+            } else {
+                snake(AccessNet::from_all(abi).iter())
+            };
+            assert_eq!(rights["net"], net, "{report}");
+            assert_eq!(
+                rights["scopes"],
+                snake(Scope::from_all(abi).iter()),
+                "{report}"
+            );
+            c.closed(id).await;
+        }
+    }
+}

@@ -133,7 +133,7 @@ fn no_new_privs() -> io::Result<()> {
 }
 
 /// Confines the calling thread: no capability, no_new_privs, then the Landlock ruleset.
-fn confine_thread(ruleset: Option<&std::os::fd::OwnedFd>) -> io::Result<()> {
+fn confine_thread(ruleset: Option<&::landlock::RulesetCreated>) -> io::Result<()> {
     drop_thread_capabilities()?;
     no_new_privs()?;
     match ruleset {
@@ -167,10 +167,11 @@ impl Pool {
             let built = landlock::build(&RulesetSpec {
                 abi,
                 entries,
-                block_tcp: !policy.network,
+                block_network: !policy.network,
                 scopes: policy.hardening,
-            })?;
-            Some(Arc::new(built.fd))
+            })
+            .map_err(std::io::Error::other)?;
+            Some(Arc::new(built.ruleset))
         } else {
             None
         };

@@ -1,80 +1,32 @@
-//! Policy → Landlock ruleset, built in the parent with raw syscalls. The child only calls
-//! `landlock_restrict_self` on the ruleset fd.
+//! Policy → Landlock ruleset, built in the parent through the `landlock` crate. The child only
+//! calls `landlock_restrict_self` on the ruleset fd (see [`super::child`]); filesystem workers
+//! restrict themselves with [`restrict_current_thread`].
 //!
-//! Raw syscalls rather than the `landlock` crate's builder: the crate's best-effort mode can
-//! silently drop rights or paths, and stockade must instead know, per request, exactly what
-//! was enforced (fail closed, report always).
+//! Every ruleset handles *every* right of the ABI in use in each category it handles
+//! ([`Handled::for_spec`]: the crate's full set for that ABI, e.g. UNIX-socket resolution from
+//! ABI 9, UDP from ABI 10), and is built with [`CompatLevel::HardRequirement`]: a right the
+//! kernel cannot enforce is an error, never silently dropped. The report lists exactly the
+//! handled set ([`Handled::to_json`]).
 
-use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use super::policy::{Access, FsEntry};
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetError, RulesetStatus,
+    Scope,
+};
+use serde_json::{Value, json};
 
-/// Filesystem access rights (bit numbers from the kernel UAPI).
-pub mod fs {
-    /// Execute a file.
-    pub const EXECUTE: u64 = 1 << 0;
-    /// Open a file for writing.
-    pub const WRITE_FILE: u64 = 1 << 1;
-    /// Open a file for reading.
-    pub const READ_FILE: u64 = 1 << 2;
-    /// List a directory.
-    pub const READ_DIR: u64 = 1 << 3;
-    /// Remove a directory.
-    pub const REMOVE_DIR: u64 = 1 << 4;
-    /// Unlink a file.
-    pub const REMOVE_FILE: u64 = 1 << 5;
-    /// Create a character device.
-    pub const MAKE_CHAR: u64 = 1 << 6;
-    /// Create a directory.
-    pub const MAKE_DIR: u64 = 1 << 7;
-    /// Create a regular file.
-    pub const MAKE_REG: u64 = 1 << 8;
-    /// Create a socket file.
-    pub const MAKE_SOCK: u64 = 1 << 9;
-    /// Create a FIFO.
-    pub const MAKE_FIFO: u64 = 1 << 10;
-    /// Create a block device.
-    pub const MAKE_BLOCK: u64 = 1 << 11;
-    /// Create a symlink.
-    pub const MAKE_SYM: u64 = 1 << 12;
-    /// Link or rename across directories (ABI 2).
-    pub const REFER: u64 = 1 << 13;
-    /// Truncate a file (ABI 3).
-    pub const TRUNCATE: u64 = 1 << 14;
-    /// ioctl on a device (ABI 5).
-    pub const IOCTL_DEV: u64 = 1 << 15;
-}
+use super::policy::{Access as PolicyAccess, FsEntry};
 
-/// Rights that make sense on a non-directory.
-const FILE_RIGHTS: u64 =
-    fs::EXECUTE | fs::WRITE_FILE | fs::READ_FILE | fs::TRUNCATE | fs::IOCTL_DEV;
+/// The newest Landlock ABI this build knows the rights of. A newer kernel is used at this ABI
+/// (rights it added are unknown here, and said so by `stockade doctor`).
+pub const NEWEST_KNOWN_ABI: i32 = 10;
 
-/// TCP rights (ABI 4).
-pub const NET_BIND_TCP: u64 = 1 << 0;
-/// TCP connect (ABI 4).
-pub const NET_CONNECT_TCP: u64 = 1 << 1;
-/// Scope: abstract UNIX sockets (ABI 6).
-pub const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
-/// Scope: signals (ABI 6).
-pub const SCOPE_SIGNAL: u64 = 1 << 1;
-
-/// Every filesystem right the given ABI knows.
-pub fn handled_fs(abi: i32) -> u64 {
-    let mut r = (1 << 13) - 1;
-    if abi >= 2 {
-        r |= fs::REFER;
-    }
-    if abi >= 3 {
-        r |= fs::TRUNCATE;
-    }
-    if abi >= 5 {
-        r |= fs::IOCTL_DEV;
-    }
-    r
+/// The crate's ABI for a measured (and capped) ABI number.
+pub fn abi(n: i32) -> ABI {
+    ABI::from(n.min(NEWEST_KNOWN_ABI))
 }
 
 /// Devices every restricted policy keeps usable.
@@ -87,28 +39,6 @@ pub const DEVICES: [&str; 6] = [
     "/dev/tty",
 ];
 
-#[repr(C)]
-struct RulesetAttr {
-    handled_access_fs: u64,
-    handled_access_net: u64,
-    scoped: u64,
-}
-
-#[repr(C, packed)]
-struct PathBeneathAttr {
-    allowed_access: u64,
-    parent_fd: i32,
-}
-
-#[repr(C)]
-struct NetPortAttr {
-    allowed_access: u64,
-    port: u64,
-}
-
-const RULE_PATH_BENEATH: u32 = 1;
-const RULE_NET_PORT: u32 = 2;
-
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct RulesetSpec<'a> {
@@ -116,139 +46,212 @@ pub struct RulesetSpec<'a> {
     pub abi: i32,
     /// Filesystem entries (`None`: filesystem not handled).
     pub entries: Option<&'a [FsEntry]>,
-    /// Block TCP bind/connect (ABI 4+).
-    pub block_tcp: bool,
-    /// Scope signals and abstract UNIX sockets (ABI 6+).
+    /// Deny every network right of the ABI (TCP bind/connect from ABI 4, UDP from ABI 10).
+    pub block_network: bool,
+    /// Scope signals and abstract UNIX sockets (every scope of the ABI, from ABI 6).
     pub scopes: bool,
+}
+
+/// The rights a ruleset handles (denied unless a rule allows them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handled {
+    /// Filesystem rights.
+    pub fs: BitFlags<AccessFs>,
+    /// Network rights.
+    pub net: BitFlags<AccessNet>,
+    /// Scopes.
+    pub scopes: BitFlags<Scope>,
+}
+
+impl Handled {
+    /// Every right of the spec's ABI in each category the spec asks for.
+    pub fn for_spec(spec: &RulesetSpec) -> Handled {
+        let abi = abi(spec.abi);
+        Handled {
+            fs: if spec.entries.is_some() {
+                AccessFs::from_all(abi)
+            } else {
+                BitFlags::EMPTY
+            },
+            net: if spec.block_network {
+                AccessNet::from_all(abi)
+            } else {
+                BitFlags::EMPTY
+            },
+            scopes: if spec.scopes {
+                Scope::from_all(abi)
+            } else {
+                BitFlags::EMPTY
+            },
+        }
+    }
+
+    /// Everything the given ABI knows (what `stockade doctor` lists per ABI).
+    pub fn all(n: i32) -> Handled {
+        let abi = abi(n);
+        Handled {
+            fs: AccessFs::from_all(abi),
+            net: AccessNet::from_all(abi),
+            scopes: Scope::from_all(abi),
+        }
+    }
+
+    /// Handles nothing (no ruleset).
+    pub fn none() -> Handled {
+        Handled {
+            fs: BitFlags::EMPTY,
+            net: BitFlags::EMPTY,
+            scopes: BitFlags::EMPTY,
+        }
+    }
+
+    /// Nothing handled.
+    pub fn is_empty(&self) -> bool {
+        self.fs.is_empty() && self.net.is_empty() && self.scopes.is_empty()
+    }
+
+    /// `{"fs": [...], "net": [...], "scopes": [...]}` with the kernel's names in lower case
+    /// (`write_file`, `resolve_unix`, `connect_tcp`, `signal`, ...).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "fs": names(self.fs.iter()),
+            "net": names(self.net.iter()),
+            "scopes": names(self.scopes.iter()),
+        })
+    }
+}
+
+/// The snake-case names of a set of rights (`IoctlDev` → `ioctl_dev`), in bit order.
+pub fn names<T: std::fmt::Debug>(set: impl Iterator<Item = T>) -> Vec<String> {
+    set.map(|r| {
+        let mut out = String::new();
+        for (i, c) in format!("{r:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    })
+    .collect()
 }
 
 /// A built ruleset and what it could not include.
 #[derive(Debug)]
 pub struct BuiltRuleset {
-    /// The ruleset fd, handed to the child.
-    pub fd: OwnedFd,
+    /// The ruleset (its fd goes to the child, see [`BuiltRuleset::into_fd`]).
+    pub ruleset: RulesetCreated,
+    /// What it handles.
+    pub handled: Handled,
     /// Entries that could not be opened (reported, never silently dropped).
     pub unopenable: Vec<String>,
 }
 
-/// Builds the ruleset. Errors are unexpected kernel failures.
-pub fn build(spec: &RulesetSpec) -> io::Result<BuiltRuleset> {
-    let handled_fs = if spec.entries.is_some() {
-        handled_fs(spec.abi)
-    } else {
-        0
-    };
-    let attr = RulesetAttr {
-        handled_access_fs: handled_fs,
-        handled_access_net: if spec.block_tcp && spec.abi >= 4 {
-            NET_BIND_TCP | NET_CONNECT_TCP
-        } else {
-            0
-        },
-        scoped: if spec.scopes && spec.abi >= 6 {
-            SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
-        } else {
-            0
-        },
-    };
-    let size = match spec.abi {
-        ..=3 => 8,
-        4 | 5 => 16,
-        _ => 24,
-    };
-    // SAFETY: the attribute struct is valid for `size` bytes.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            &attr as *const RulesetAttr,
-            size as usize,
-            0u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+impl BuiltRuleset {
+    /// The ruleset fd, for a child to restrict itself with.
+    pub fn into_fd(self) -> Result<OwnedFd, String> {
+        Option::<OwnedFd>::from(self.ruleset)
+            .ok_or_else(|| "the kernel created no Landlock ruleset".to_string())
     }
-    // SAFETY: fresh fd owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+}
+
+/// A ruleset that fails (`HardRequirement`) when the kernel cannot handle what it asks.
+fn strict_ruleset(handled: Handled) -> Result<RulesetCreated, RulesetError> {
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::HardRequirement);
+    if !handled.fs.is_empty() {
+        ruleset = ruleset.handle_access(handled.fs)?;
+    }
+    if !handled.net.is_empty() {
+        ruleset = ruleset.handle_access(handled.net)?;
+    }
+    if !handled.scopes.is_empty() {
+        ruleset = ruleset.scope(handled.scopes)?;
+    }
+    ruleset.create()
+}
+
+/// Builds the ruleset. Errors are unexpected kernel failures (or a spec that handles nothing).
+pub fn build(spec: &RulesetSpec) -> Result<BuiltRuleset, String> {
+    let handled = Handled::for_spec(spec);
+    if handled.is_empty() {
+        return Err("a Landlock ruleset that handles nothing".into());
+    }
+    let mut ruleset = strict_ruleset(handled).map_err(|e| e.to_string())?;
     let mut unopenable = Vec::new();
-    let mut add = |path: &Path, rights: u64, skip_missing: bool| -> io::Result<()> {
-        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-            unopenable.push(format!("{}: contains a NUL byte", path.display()));
-            return Ok(());
-        };
-        // SAFETY: open with O_PATH on a valid C string.
-        let pfd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if pfd < 0 {
-            let e = io::Error::last_os_error();
-            if !(skip_missing && e.kind() == io::ErrorKind::NotFound) {
-                unopenable.push(format!("{}: {e}", path.display()));
+    let file_rights = AccessFs::from_file(abi(spec.abi));
+    let mut add = |ruleset: RulesetCreated,
+                   path: &Path,
+                   rights: BitFlags<AccessFs>,
+                   skip_missing: bool|
+     -> Result<RulesetCreated, String> {
+        let fd = match PathFd::new(path) {
+            Ok(fd) => fd,
+            Err(landlock::PathFdError::OpenCall { source, .. })
+                if skip_missing && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(ruleset);
             }
-            return Ok(());
-        }
-        // SAFETY: fresh fd.
-        let pfd = unsafe { OwnedFd::from_raw_fd(pfd) };
-        let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
-        let mut allowed = rights & handled_fs;
+            Err(e) => {
+                unopenable.push(format!("{}: {e}", path.display()));
+                return Ok(ruleset);
+            }
+        };
+        // Of the opened inode (not the path again): only file rights apply to a non-directory.
+        let is_dir = nix::sys::stat::fstat(&fd)
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut allowed = rights & handled.fs;
         if !is_dir {
-            allowed &= FILE_RIGHTS;
+            allowed &= file_rights;
         }
-        if allowed == 0 {
-            return Ok(());
+        if allowed.is_empty() {
+            return Ok(ruleset);
         }
-        let rule = PathBeneathAttr {
-            allowed_access: allowed,
-            parent_fd: pfd.as_raw_fd(),
-        };
-        // SAFETY: valid rule struct and ruleset fd.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_add_rule,
-                fd.as_raw_fd(),
-                RULE_PATH_BENEATH,
-                &rule as *const PathBeneathAttr,
-                0u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        ruleset
+            .add_rule(PathBeneath::new(fd, allowed))
+            .map_err(|e| e.to_string())
     };
     if let Some(entries) = spec.entries {
-        let read = fs::EXECUTE | fs::READ_FILE | fs::READ_DIR;
+        let read = AccessFs::Execute | AccessFs::ReadFile | AccessFs::ReadDir;
         for e in entries {
-            match e.access {
-                Access::Read => add(&e.path, read, e.skip_if_missing)?,
-                Access::Write => add(&e.path, handled_fs, e.skip_if_missing)?,
+            ruleset = match e.access {
+                PolicyAccess::Read => add(ruleset, &e.path, read, e.skip_if_missing)?,
+                PolicyAccess::Write => add(ruleset, &e.path, handled.fs, e.skip_if_missing)?,
                 // Landlock is allow-only: `none` is the absence of a rule (carve-outs inside
                 // allowed trees are handled by the mount namespace).
-                Access::None => {}
-            }
+                PolicyAccess::None => ruleset,
+            };
         }
+        let device =
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
         for dev in DEVICES {
-            add(
-                Path::new(dev),
-                fs::READ_FILE | fs::WRITE_FILE | fs::TRUNCATE | fs::IOCTL_DEV,
-                true,
-            )?;
+            ruleset = add(ruleset, Path::new(dev), device, true)?;
         }
     }
-    Ok(BuiltRuleset { fd, unopenable })
+    Ok(BuiltRuleset {
+        ruleset,
+        handled,
+        unopenable,
+    })
 }
 
 /// Confines the calling thread (and threads it creates later) with `ruleset`: sets
 /// no_new_privs on the thread, then `landlock_restrict_self`. Before Landlock ABI 8 both are
 /// per-thread, which is what the filesystem workers rely on; never call this on a thread
 /// that serves anything else.
-pub fn restrict_current_thread(ruleset: &OwnedFd) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a valid ruleset fd and no flags.
-    let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+pub fn restrict_current_thread(ruleset: &RulesetCreated) -> std::io::Result<()> {
+    let status = ruleset
+        .try_clone()?
+        .restrict_self()
+        .map_err(std::io::Error::other)?;
+    if status.ruleset != RulesetStatus::FullyEnforced || !status.no_new_privs {
+        return Err(std::io::Error::other(format!(
+            "Landlock restriction not fully enforced: {status:?}"
+        )));
     }
     Ok(())
 }
@@ -261,63 +264,104 @@ pub fn restrict_current_thread(ruleset: &OwnedFd) -> io::Result<()> {
 /// A domain holds a copy of every rule, so restricting with it costs the child about 20 ms and
 /// about 4 MiB of kernel memory while it lives (measured); only confined processes with the
 /// network on pay it (with the network off the policy's ruleset already denies all TCP).
-pub fn build_port_guard(denied: &[u16]) -> io::Result<OwnedFd> {
-    let access = NET_BIND_TCP | NET_CONNECT_TCP;
-    let attr = RulesetAttr {
-        handled_access_fs: 0,
-        handled_access_net: access,
-        scoped: 0,
-    };
-    // SAFETY: the attribute struct is valid for the 16 bytes that ABI 4 reads.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            &attr as *const RulesetAttr,
-            16usize,
-            0u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd owned here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+pub fn build_port_guard(denied: &[u16]) -> Result<OwnedFd, String> {
+    let tcp = AccessNet::BindTcp | AccessNet::ConnectTcp;
+    let mut ruleset = strict_ruleset(Handled {
+        fs: BitFlags::EMPTY,
+        net: tcp,
+        scopes: BitFlags::EMPTY,
+    })
+    .map_err(|e| e.to_string())?;
     for port in 0..=u16::MAX {
-        if denied.contains(&port) {
-            continue;
-        }
-        let rule = NetPortAttr {
-            allowed_access: access,
-            port: u64::from(port),
-        };
-        // SAFETY: valid rule struct and ruleset fd.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_add_rule,
-                fd.as_raw_fd(),
-                RULE_NET_PORT,
-                &rule as *const NetPortAttr,
-                0u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        if !denied.contains(&port) {
+            ruleset = ruleset
+                .add_rule(NetPort::new(port, tcp))
+                .map_err(|e| e.to_string())?;
         }
     }
-    Ok(fd)
+    Option::<OwnedFd>::from(ruleset).ok_or_else(|| "the kernel created no Landlock ruleset".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::probe;
+
+    fn spec(abi: i32, entries: Option<&[FsEntry]>) -> RulesetSpec<'_> {
+        RulesetSpec {
+            abi,
+            entries,
+            block_network: true,
+            scopes: true,
+        }
+    }
+
+    /// Every right each known ABI has is handled, in every category a policy handles:
+    /// nothing the ABI knows is left out (UNIX-socket resolution from ABI 9, UDP from 10).
+    #[test]
+    fn every_right_of_each_abi_is_handled() {
+        for n in 1..=NEWEST_KNOWN_ABI {
+            let h = Handled::for_spec(&spec(n, Some(&[])));
+            assert_eq!(h, Handled::all(n), "ABI {n}");
+            assert_eq!(h.fs, AccessFs::from_all(ABI::from(n)), "ABI {n}");
+            assert_eq!(h.net, AccessNet::from_all(ABI::from(n)), "ABI {n}");
+            assert_eq!(h.scopes, Scope::from_all(ABI::from(n)), "ABI {n}");
+        }
+        // The rights newer than the hand-written code knew.
+        assert!(!Handled::all(8).fs.contains(AccessFs::ResolveUnix));
+        assert!(Handled::all(9).fs.contains(AccessFs::ResolveUnix));
+        assert!(
+            Handled::all(10)
+                .net
+                .contains(AccessNet::BindUdp | AccessNet::ConnectSendUdp)
+        );
+        assert_eq!(Handled::all(7).fs.bits(), (1 << 16) - 1);
+        assert_eq!(Handled::all(3).fs.bits(), (1 << 15) - 1);
+        // A kernel newer than this build is used at the newest ABI it knows.
+        assert_eq!(Handled::all(99), Handled::all(NEWEST_KNOWN_ABI));
+    }
 
     #[test]
-    fn handled_rights_per_abi() {
-        assert_eq!(handled_fs(1), (1 << 13) - 1);
-        assert_eq!(handled_fs(2) & fs::REFER, fs::REFER);
-        assert_eq!(handled_fs(2) & fs::TRUNCATE, 0);
-        assert_eq!(handled_fs(3) & fs::TRUNCATE, fs::TRUNCATE);
-        assert_eq!(handled_fs(4) & fs::IOCTL_DEV, 0);
-        assert_eq!(handled_fs(7), (1 << 16) - 1);
+    fn names_are_the_kernel_names() {
+        let h = Handled::all(10);
+        let j = h.to_json();
+        let fs: Vec<&str> = j["fs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(fs.first(), Some(&"execute"));
+        assert!(
+            fs.contains(&"ioctl_dev") && fs.contains(&"resolve_unix"),
+            "{fs:?}"
+        );
+        assert_eq!(
+            j["net"],
+            json!(["bind_tcp", "connect_tcp", "bind_udp", "connect_send_udp"])
+        );
+        assert_eq!(j["scopes"], json!(["abstract_unix_socket", "signal"]));
+    }
+
+    /// The ruleset for the running ABI builds (HardRequirement: the kernel handles all of it)
+    /// and handles the crate's full set for that ABI.
+    #[test]
+    fn running_abi_ruleset_handles_everything_it_knows() {
+        let running = probe::landlock_abi();
+        assert!(running >= 1, "this test needs Landlock");
+        let dir = std::env::temp_dir();
+        let entries = [FsEntry {
+            path: dir,
+            access: PolicyAccess::Write,
+            origin: "test",
+            skip_if_missing: false,
+        }];
+        let built = build(&spec(running, Some(&entries))).unwrap();
+        let abi = abi(running);
+        assert_eq!(built.handled.fs, AccessFs::from_all(abi));
+        assert_eq!(built.handled.net, AccessNet::from_all(abi));
+        assert_eq!(built.handled.scopes, Scope::from_all(abi));
+        assert!(built.unopenable.is_empty(), "{:?}", built.unopenable);
+        built.into_fd().unwrap();
     }
 }

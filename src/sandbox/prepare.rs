@@ -77,7 +77,9 @@ impl SupervisorPorts {
         self.guard = if self.ports.is_empty() || abi < 4 {
             None
         } else {
-            Some(Arc::new(landlock::build_port_guard(&self.ports)?))
+            Some(Arc::new(
+                landlock::build_port_guard(&self.ports).map_err(std::io::Error::other)?,
+            ))
         };
         Ok(())
     }
@@ -516,6 +518,7 @@ pub fn prepare(
         return Ok(Prepared {
             report: json!({
                 "policy": policy.name, "enforcement": "none", "landlockAbi": host.landlock_abi,
+                "landlockRights": landlock::Handled::none().to_json(),
                 "filesystem": "none", "network": "allowed", "hardening": false,
                 "degradations": [], "notes": policy.notes,
             }),
@@ -622,11 +625,12 @@ pub fn prepare(
     let want_landlock = abi >= 1 && (entries.is_some() || (policy.hardening && abi >= 6));
     let mut notes = policy.notes.clone();
     notes.extend(notes_extra);
+    let mut handled = landlock::Handled::none();
     let ruleset = if want_landlock {
         let built = landlock::build(&RulesetSpec {
             abi,
             entries,
-            block_tcp: !policy.network,
+            block_network: !policy.network,
             scopes: policy.hardening,
         })
         .map_err(|e| RpcError::internal(format!("building the Landlock ruleset: {e}")))?;
@@ -636,7 +640,12 @@ pub fn prepare(
                 .iter()
                 .map(|u| format!("not granted (cannot open): {u}")),
         );
-        Some(built.fd)
+        handled = built.handled;
+        Some(
+            built
+                .into_fd()
+                .map_err(|e| RpcError::internal(format!("building the Landlock ruleset: {e}")))?,
+        )
     } else {
         None
     };
@@ -676,6 +685,7 @@ pub fn prepare(
         "policy": policy.name,
         "enforcement": if missing.is_empty() { "full" } else { "degraded" },
         "landlockAbi": abi,
+        "landlockRights": handled.to_json(),
         "filesystem": filesystem,
         "network": if policy.network { "allowed" } else { "blocked" },
         "hardening": policy.hardening,

@@ -14,6 +14,14 @@ pub fn landlock_abi() -> i32 {
     if r < 0 { 0 } else { r as i32 }
 }
 
+/// The Landlock ABI stockade uses: the kernel's, at most `cap` (to simulate older kernels)
+/// and at most the newest ABI whose rights this build knows
+/// ([`super::landlock::NEWEST_KNOWN_ABI`]).
+pub fn landlock_abi_in_use(cap: Option<i32>) -> i32 {
+    let abi = landlock_abi().min(super::landlock::NEWEST_KNOWN_ABI);
+    cap.map_or(abi, |c| c.clamp(0, abi))
+}
+
 /// Whether seccomp filters can be installed (`PR_GET_SECCOMP` answers).
 pub fn seccomp() -> bool {
     // SAFETY: PR_GET_SECCOMP only queries.

@@ -69,12 +69,8 @@ pub struct Server {
 impl Server {
     /// Builds a server around a started zygote (see [`crate::process::zygote`]).
     pub fn new(mut config: ServerConfig, zygote: Zygote) -> std::io::Result<Arc<Server>> {
-        let abi = probe::landlock_abi();
         let host_support = HostSupport {
-            landlock_abi: config
-                .sandbox
-                .landlock_abi_cap
-                .map_or(abi, |cap| cap.clamp(0, abi)),
+            landlock_abi: probe::landlock_abi_in_use(config.sandbox.landlock_abi_cap),
             seccomp: probe::seccomp(),
             user_namespaces: probe::user_namespaces(),
         };
