@@ -107,7 +107,8 @@ impl Guard {
         for m in mounts {
             use std::os::unix::ffi::OsStrExt;
             let path = PathBuf::from(std::ffi::OsStr::from_bytes(&m[1..]));
-            if m[0] == 0 {
+            // 0: read-only, 4: a pinned symlink (it must not be replaced); the rest hide.
+            if m[0] == 0 || m[0] == 4 {
                 read_only.push(path);
             } else {
                 hidden.push(path);

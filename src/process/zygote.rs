@@ -249,6 +249,7 @@ impl KeeperRequest {
                     1 => MountKind::HideDir,
                     2 => MountKind::HideFile,
                     3 => MountKind::ReadOnlyIfPresent,
+                    4 => MountKind::PinLink,
                     _ => return None,
                 };
                 ops.push((kind, CString::new(path.to_vec()).ok()?));

@@ -143,6 +143,10 @@ pub enum MountKind {
     /// found may be removed between the census and the spawn; a missing name needs no
     /// protection).
     ReadOnlyIfPresent,
+    /// Make the path itself (a symlink, not followed) a mount point, so that it cannot be
+    /// removed, renamed or replaced: binds it onto itself through `/proc/self/fd`. Done
+    /// before the other mounts (the hidden-file stash may cover `/proc` for a while).
+    PinLink,
 }
 
 /// The mount namespace setup, prepared in the keeper (strings allocated before clone).
@@ -575,6 +579,13 @@ fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
         {
             fail(ep, Stage::Mounts, errno());
         }
+        for (kind, path) in &m.ops {
+            if *kind == MountKind::PinLink
+                && let Err(e) = pin_link(path)
+            {
+                fail(ep, Stage::Mounts, e);
+            }
+        }
         let stash = if m.ops.iter().any(|(k, _)| *k == MountKind::HideFile) {
             match open_stash(m) {
                 Some(dir) => Some(dir),
@@ -587,6 +598,7 @@ fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
         for (kind, path) in &m.ops {
             let p = path.as_ptr();
             let ok = match kind {
+                MountKind::PinLink => true,
                 MountKind::ReadOnlyIfPresent => {
                     if libc::mount(p, p, std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0 {
                         remount_read_only(p)
@@ -636,6 +648,48 @@ fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
         {
             fail(ep, Stage::Mounts, errno());
         }
+    }
+}
+
+/// Binds `path` itself (not what a symlink there points to) onto itself: a mount point cannot
+/// be unlinked or renamed (EBUSY). The path of the `O_PATH | O_NOFOLLOW` descriptor under
+/// `/proc/self/fd` names the link, and the kernel does not follow it any further.
+/// Async-signal-safe (a stack buffer for the descriptor's path); the error is the errno.
+fn pin_link(path: &CStr) -> Result<(), i32> {
+    // SAFETY: open, mount and close on a valid C string and a stack buffer.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(errno());
+        }
+        let mut buf = [0u8; 32];
+        let prefix = b"/proc/self/fd/";
+        buf[..prefix.len()].copy_from_slice(prefix);
+        let mut digits = [0u8; 10];
+        let mut n = fd as u32;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            buf[prefix.len() + i] = digits[len - 1 - i];
+        }
+        let p = buf.as_ptr().cast::<libc::c_char>();
+        let result = if libc::mount(p, p, std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0 {
+            Ok(())
+        } else {
+            Err(errno())
+        };
+        libc::close(fd);
+        result
     }
 }
 

@@ -1,6 +1,6 @@
 //! The sandbox: the policy model (`policy`), what the host can enforce (`probe`), the
 //! preparation of a policy in the parent (`prepare`, `landlock`, `seccomp`, `links`,
-//! `mountns`) and what the child applies between fork and exec (`child`).
+//! `mountns`, `tracking`) and what the child applies between fork and exec (`child`).
 
 pub mod child;
 pub mod landlock;
@@ -11,3 +11,4 @@ pub mod prepare;
 pub mod probe;
 pub mod seccomp;
 pub mod server_files;
+pub mod tracking;

@@ -11,6 +11,7 @@ use super::landlock::{self, RulesetSpec};
 use super::policy::{Access, Filesystem, FsEntry, Level, SandboxPolicy};
 use super::seccomp;
 use super::server_files::{Current, ServerFiles};
+use super::tracking::{self, Carved, Protection};
 use crate::protocol::{ErrorCode, RpcError};
 
 /// Server-wide sandbox settings (from the config file and flags).
@@ -175,12 +176,21 @@ pub struct Prepared {
 /// A read-only or hidden subtree inside an allowed one: Landlock cannot express it, so it
 /// becomes a mount in a private mount namespace. Returns the mounts (kind byte + path, parents
 /// first) and what cannot be protected at all (missing paths that must not be created).
-/// The kind byte: 0 read-only, 1 hidden directory, 2 hidden file. The filesystem API uses
-/// the same list so that it refuses exactly what the mounts refuse a process.
+/// The kind byte: 0 read-only, 1 hidden directory, 2 hidden file, 4 a symlink pinned (a mount
+/// point on the link itself, so that it cannot be removed, renamed or replaced). Objects
+/// protected earlier that moved away from their names are protected where they are now (see
+/// [`super::tracking`]). The filesystem API uses the same list so that it refuses exactly
+/// what the mounts refuse a process.
 pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
     use std::os::unix::ffi::OsStrExt;
     let mut mounts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut carved: Vec<Carved> = Vec::new();
     let mut out = Vec::new();
+    let op = |kind: u8, path: &Path| {
+        let mut m = vec![kind];
+        m.extend_from_slice(path.as_os_str().as_bytes());
+        (path.components().count(), m)
+    };
     for e in entries {
         let inside = |pred: &dyn Fn(Access) -> bool| {
             entries
@@ -219,14 +229,31 @@ pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
         // Follow symlinks as the kernel would: protect what the path resolves to.
         match std::fs::canonicalize(&e.path) {
             Ok(real) => {
-                let kind: u8 = match (e.access, real.is_dir()) {
-                    (Access::Read, _) => 0,
-                    (_, true) => 1,
-                    (_, false) => 2,
+                let (kind, protection) = match (e.access, real.is_dir()) {
+                    (Access::Read, _) => (0, Protection::ReadOnly),
+                    (_, true) => (1, Protection::Hidden),
+                    (_, false) => (2, Protection::Hidden),
                 };
-                let mut m = vec![kind];
-                m.extend_from_slice(real.as_os_str().as_bytes());
-                mounts.push((real.components().count(), m));
+                mounts.push(op(kind, &real));
+                carved.push(Carved {
+                    real,
+                    name: e.path.clone(),
+                    protection,
+                });
+                // A protected name that is a symlink: the link itself must not be replaced
+                // (by a new repository, say), so it becomes a mount point too.
+                if std::fs::symlink_metadata(&e.path).is_ok_and(|m| m.file_type().is_symlink())
+                    && let (Some(parent), Some(name)) = (e.path.parent(), e.path.file_name())
+                    && let Ok(parent) = std::fs::canonicalize(parent)
+                {
+                    let link = parent.join(name);
+                    mounts.push(op(4, &link));
+                    carved.push(Carved {
+                        real: link,
+                        name: e.path.clone(),
+                        protection: Protection::Pinned,
+                    });
+                }
             }
             Err(_) if e.skip_if_missing => {}
             Err(_) => out.push(format!(
@@ -234,6 +261,49 @@ pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
                 e.path.display()
             )),
         }
+    }
+    // Objects protected earlier that moved: protected where they are, unless this policy
+    // allows no more there, or names that very path itself (its own decision).
+    let hidden: Vec<PathBuf> = carved
+        .iter()
+        .filter(|c| c.protection == Protection::Hidden)
+        .map(|c| c.real.clone())
+        .collect();
+    let needs = |now: &Path, protection: Protection| {
+        // Below a hidden carve-out of this plan: out of reach already (and no mount point).
+        if hidden.iter().any(|h| now.starts_with(h)) {
+            return false;
+        }
+        let real_entries: Vec<(PathBuf, Access)> = entries
+            .iter()
+            .filter_map(|e| Some((std::fs::canonicalize(&e.path).ok()?, e.access)))
+            .collect();
+        if real_entries.iter().any(|(p, _)| p == now) {
+            return false;
+        }
+        let granted = |a: Access| {
+            real_entries
+                .iter()
+                .any(|(p, pa)| *pa == a && now.starts_with(p))
+        };
+        match protection {
+            Protection::Pinned | Protection::ReadOnly => granted(Access::Write),
+            Protection::Hidden => granted(Access::Write) || granted(Access::Read),
+        }
+    };
+    match tracking::follow(&carved, &needs) {
+        Ok(extra) => {
+            for (protection, path) in extra {
+                let kind = match protection {
+                    Protection::Pinned => 4,
+                    Protection::ReadOnly => 0,
+                    Protection::Hidden if path.is_dir() => 1,
+                    Protection::Hidden => 2,
+                };
+                mounts.push(op(kind, &path));
+            }
+        }
+        Err(e) => out.push(e),
     }
     mounts.sort();
     mounts.dedup();

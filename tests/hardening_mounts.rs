@@ -1,0 +1,407 @@
+//! Sandbox hardening, mount side (issue 14, items 1, 2, 3 and the read-only view of 5): attacks
+//! that a confined process (or two in sequence) really attempts against the carve-outs and
+//! the rest of the host. `.ci/run` runs this file as root and again as uid 65534.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+const PY: &str = "/usr/bin/python3";
+
+/// Runs the Python probe `code` under `sandbox` (a `sandboxPolicy` object, or a `sandbox`
+/// permission profile when it has `permissions`) in `cwd`; returns name → "OK" or an errno name.
+async fn probe(
+    c: &Client,
+    id: &str,
+    cwd: &Path,
+    sandbox: &Value,
+    code: &str,
+) -> BTreeMap<String, String> {
+    let prelude = r#"
+import os, errno, sys
+def t(name, f):
+    try:
+        f()
+        print(f"{name}=OK")
+    except OSError as e:
+        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}")
+"#;
+    let script = format!("{prelude}\n{code}");
+    let key = if sandbox.get("permissions").is_some() {
+        "sandbox"
+    } else {
+        "sandboxPolicy"
+    };
+    let r = c
+        .start_with(
+            id,
+            &[PY, "-c", &script],
+            json!({"cwd": cwd.to_str().unwrap(), key: sandbox}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
+    let ev = c.closed(id).await;
+    let out = String::from_utf8_lossy(&ev.stdout).into_owned();
+    assert_eq!(
+        ev.exited.as_ref().unwrap()["exitCode"],
+        0,
+        "probe {id} failed: {out}\n{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn expect(results: &BTreeMap<String, String>, name: &str, want: &str) {
+    assert_eq!(
+        results.get(name).map(String::as_str),
+        Some(want),
+        "{name}: {results:?}"
+    );
+}
+
+/// A 6.3 permission profile: read everywhere, `ws` writable, plus `extra` entries.
+fn profile(ws: &Path, extra: &[(&Path, &str)]) -> Value {
+    let entry = |p: &Path, access: &str| json!({"path": {"type": "path", "path": p.to_str().unwrap()}, "access": access});
+    let mut entries = vec![
+        json!({"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}),
+        entry(ws, "write"),
+    ];
+    entries.extend(extra.iter().map(|(p, a)| entry(p, a)));
+    let uri = format!("file://{}", ws.display());
+    json!({"permissions": {"type": "managed", "network": "restricted",
+        "file_system": {"type": "restricted", "entries": entries}},
+        "cwd": uri, "workspaceRoots": [uri]})
+}
+
+/// A repository in `dir` (a `.git` directory with a hooks directory is all that matters).
+fn make_repo(dir: &Path) {
+    std::fs::create_dir_all(dir.join(".git/hooks")).unwrap();
+    std::fs::write(dir.join(".git/config"), "[core]\n").unwrap();
+}
+
+/// Item 1, depth 1: `.git` in the cwd of a workspace that lies inside another writable root
+/// of the same policy. The first process renames the workspace and leaves a decoy repository
+/// at its name; the second (same policy, same cwd name) must still find the real `.git`
+/// read-only under its new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_workspace_keeps_its_git_read_only() {
+    let s = Scratch::new("hm-depth1");
+    let ws = s.ws();
+    make_repo(&ws);
+    let moved = s.root.join("moved");
+    let policy = json!({"type": "workspace-write", "exclude_slash_tmp": true,
+        "exclude_tmpdir_env_var": true, "writable_roots": [s.root.to_str().unwrap()]});
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "rename",
+        &ws,
+        &policy,
+        &format!(
+            r#"
+t("hook_before", lambda: open(".git/hooks/evil", "w"))
+t("rename_ws", lambda: os.rename({ws:?}, {moved:?}))
+t("decoy", lambda: os.makedirs({ws:?} + "/.git/hooks"))
+"#,
+            ws = ws.to_str().unwrap(),
+            moved = moved.to_str().unwrap()
+        ),
+    )
+    .await;
+    expect(&r, "hook_before", "EROFS");
+    expect(&r, "rename_ws", "OK");
+    expect(&r, "decoy", "OK");
+    let r = probe(
+        &c,
+        "write",
+        &ws,
+        &policy,
+        &format!(
+            r#"
+t("moved_hook", lambda: open({hook:?}, "w"))
+t("moved_config", lambda: open({config:?}, "a"))
+t("decoy_hook", lambda: open(".git/hooks/evil", "w"))
+t("ws_write", lambda: open("file", "w"))
+"#,
+            hook = moved.join(".git/hooks/evil").to_str().unwrap(),
+            config = moved.join(".git/config").to_str().unwrap()
+        ),
+    )
+    .await;
+    expect(&r, "moved_hook", "EROFS");
+    expect(&r, "moved_config", "EROFS");
+    expect(&r, "decoy_hook", "EROFS");
+    expect(&r, "ws_write", "OK");
+    assert!(!moved.join(".git/hooks/evil").exists());
+}
+
+/// Item 1, a workspace under /tmp (which workspace-write always makes writable): renamed via
+/// /tmp, with a decoy left behind, and then written from the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_under_tmp_renamed_via_tmp() {
+    let s = Scratch::new("hm-tmp");
+    let ws = s.ws();
+    make_repo(&ws);
+    let moved = s.root.join("x");
+    // The default 6.2 shape: cwd, /tmp and $TMPDIR writable.
+    let policy = json!({"type": "workspace-write"});
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "rename",
+        &ws,
+        &policy,
+        &format!(
+            r#"
+t("rename_ws", lambda: os.rename({ws:?}, {moved:?}))
+t("decoy", lambda: os.makedirs({ws:?} + "/.git"))
+"#,
+            ws = ws.to_str().unwrap(),
+            moved = moved.to_str().unwrap()
+        ),
+    )
+    .await;
+    expect(&r, "rename_ws", "OK");
+    expect(&r, "decoy", "OK");
+    let r = probe(
+        &c,
+        "write",
+        &ws,
+        &policy,
+        &format!(
+            r#"t("moved_hook", lambda: open({hook:?}, "w"))"#,
+            hook = moved.join(".git/hooks/post-checkout").to_str().unwrap()
+        ),
+    )
+    .await;
+    expect(&r, "moved_hook", "EROFS");
+    // Renamed again without a decoy: the cwd name no longer has a `.git` at all.
+    let r = probe(
+        &c,
+        "rename2",
+        &ws,
+        &policy,
+        &format!(
+            r#"t("rename_again", lambda: os.rename({moved:?}, {moved:?} + "2"))"#,
+            moved = moved.to_str().unwrap()
+        ),
+    )
+    .await;
+    expect(&r, "rename_again", "OK");
+    std::fs::remove_dir_all(ws.join(".git")).unwrap();
+    let r = probe(
+        &c,
+        "write2",
+        &ws,
+        &policy,
+        &format!(
+            r#"t("moved_hook", lambda: open({hook:?}, "w"))"#,
+            hook = s.root.join("x2/.git/hooks/post-checkout").to_str().unwrap()
+        ),
+    )
+    .await;
+    expect(&r, "moved_hook", "EROFS");
+}
+
+/// Item 1, a protected `.git` renamed by a process under a *different* policy (for which it
+/// is no protected name), then written by the next process under the first policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_renamed_from_another_policy_stays_read_only() {
+    let s = Scratch::new("hm-other");
+    let ws = s.ws();
+    make_repo(&ws);
+    let only = |root: &Path| {
+        json!({"type": "workspace-write", "exclude_slash_tmp": true,
+            "exclude_tmpdir_env_var": true, "writable_roots": [root.to_str().unwrap()]})
+    };
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "protect",
+        &ws,
+        &only(&ws),
+        r#"t("config", lambda: open(".git/config", "a"))"#,
+    )
+    .await;
+    expect(&r, "config", "EROFS");
+    // cwd = the scratch root: `ws/.git` is no protected name of this policy.
+    let r = probe(
+        &c,
+        "swap",
+        &s.root,
+        &only(&s.root),
+        r#"
+t("rename_git", lambda: os.rename("ws/.git", "ws/old-git"))
+t("decoy", lambda: os.makedirs("ws/.git"))
+"#,
+    )
+    .await;
+    expect(&r, "rename_git", "OK");
+    expect(&r, "decoy", "OK");
+    let r = probe(
+        &c,
+        "write",
+        &ws,
+        &only(&ws),
+        r#"t("moved_config", lambda: open("old-git/config", "a"))"#,
+    )
+    .await;
+    expect(&r, "moved_config", "EROFS");
+}
+
+/// Item 1, depth 2: 6.3 `read` and `none` entries two levels below the writable root. The
+/// first process moves their grandparent away and leaves decoys; the second must find the
+/// real objects read-only and hidden under their new names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_two_entries_follow_their_objects() {
+    let s = Scratch::new("hm-depth2");
+    let ws = s.ws();
+    std::fs::create_dir_all(ws.join("a/b/ro")).unwrap();
+    std::fs::write(ws.join("a/b/ro/file"), "ro\n").unwrap();
+    std::fs::create_dir_all(ws.join("d/e")).unwrap();
+    std::fs::write(ws.join("d/e/secret"), "s3cret\n").unwrap();
+    let policy = profile(
+        &ws,
+        &[
+            (&ws.join("a/b/ro"), "read"),
+            (&ws.join("d/e/secret"), "none"),
+        ],
+    );
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "move",
+        &ws,
+        &policy,
+        r#"
+t("ro_before", lambda: open("a/b/ro/file", "a"))
+t("secret_before", lambda: open("d/e/secret").read())
+t("move_a", lambda: os.rename("a", "a2"))
+t("move_d", lambda: os.rename("d", "d2"))
+t("decoy_ro", lambda: os.makedirs("a/b/ro"))
+t("decoy_secret_dir", lambda: os.makedirs("d/e"))
+t("decoy_secret", lambda: open("d/e/secret", "w").write("decoy"))
+"#,
+    )
+    .await;
+    expect(&r, "ro_before", "EROFS");
+    expect(&r, "secret_before", "EACCES");
+    for k in [
+        "move_a",
+        "move_d",
+        "decoy_ro",
+        "decoy_secret_dir",
+        "decoy_secret",
+    ] {
+        expect(&r, k, "OK");
+    }
+    let r = probe(
+        &c,
+        "use",
+        &ws,
+        &policy,
+        r#"
+t("ro_moved", lambda: open("a2/b/ro/file", "a"))
+t("ro_moved_new", lambda: open("a2/b/ro/new", "w"))
+t("secret_moved", lambda: open("d2/e/secret").read())
+"#,
+    )
+    .await;
+    expect(&r, "ro_moved", "EROFS");
+    expect(&r, "ro_moved_new", "EROFS");
+    expect(&r, "secret_moved", "EACCES");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("a2/b/ro/file")).unwrap(),
+        "ro\n"
+    );
+}
+
+/// Item 1, a hidden (`none`) directory one level down, moved by its parent's rename from a
+/// process whose policy is the plain workspace, then read by the next process of the policy
+/// that hides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_object_moved_and_read() {
+    let s = Scratch::new("hm-hidden");
+    let ws = s.ws();
+    std::fs::create_dir_all(ws.join("keys/private")).unwrap();
+    std::fs::write(ws.join("keys/private/id"), "k\n").unwrap();
+    let hiding = profile(&ws, &[(&ws.join("keys/private"), "none")]);
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let r = probe(
+        &c,
+        "hide",
+        &ws,
+        &hiding,
+        r#"
+t("read", lambda: open("keys/private/id").read())
+t("move", lambda: os.rename("keys", "k2"))
+t("decoy", lambda: os.makedirs("keys/private"))
+"#,
+    )
+    .await;
+    expect(&r, "read", "EACCES");
+    expect(&r, "move", "OK");
+    expect(&r, "decoy", "OK");
+    let r = probe(
+        &c,
+        "read",
+        &ws,
+        &hiding,
+        r#"
+t("read_moved", lambda: open("k2/private/id").read())
+t("list_moved", lambda: os.listdir("k2/private"))
+"#,
+    )
+    .await;
+    expect(&r, "read_moved", "EACCES");
+    expect(&r, "list_moved", "EACCES");
+}
+
+/// Item 2: a protected `.git` that is a symlink (here to a repository stored inside the
+/// workspace). Its target is read-only, and the link itself cannot be removed, renamed or
+/// replaced (by a new repository, or by another link renamed over it), in this process or
+/// the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_symlink_cannot_be_replaced() {
+    let s = Scratch::new("hm-symlink");
+    let ws = s.ws();
+    make_repo(&ws.join("store/repo"));
+    std::os::unix::fs::symlink("store/repo/.git", ws.join(".git")).unwrap();
+    let policy = json!({"type": "workspace-write", "exclude_slash_tmp": true,
+        "exclude_tmpdir_env_var": true});
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let code = r#"
+t("hook", lambda: open(".git/hooks/evil", "w"))
+t("hook_via_target", lambda: open("store/repo/.git/hooks/evil", "w"))
+t("unlink", lambda: os.unlink(".git"))
+t("rename_away", lambda: os.rename(".git", "old"))
+t("new_repo", lambda: os.makedirs(".git/hooks"))
+t("link_tmp", lambda: os.symlink("elsewhere", "tmp-link"))
+t("rename_over", lambda: os.rename("tmp-link", ".git"))
+t("ws_write", lambda: open("file", "w"))
+"#;
+    for round in 0..2 {
+        let r = probe(&c, &format!("p{round}"), &ws, &policy, code).await;
+        expect(&r, "hook", "EROFS");
+        expect(&r, "hook_via_target", "EROFS");
+        expect(&r, "unlink", "EBUSY");
+        expect(&r, "rename_away", "EBUSY");
+        expect(&r, "new_repo", "EEXIST");
+        expect(&r, "rename_over", "EBUSY");
+        expect(&r, "ws_write", "OK");
+        std::fs::remove_file(ws.join("tmp-link")).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_link(ws.join(".git")).unwrap(),
+        Path::new("store/repo/.git")
+    );
+    assert!(!ws.join("store/repo/.git/hooks/evil").exists());
+}
