@@ -405,3 +405,93 @@ t("ws_write", lambda: open("file", "w"))
     );
     assert!(!ws.join("store/repo/.git/hooks/evil").exists());
 }
+
+/// Item 5 (mount part): outside the writable roots nothing's metadata can change. A
+/// workspace-write process tries `chmod 4755`, `chown` to itself, `utime` and a user xattr on
+/// a file outside its roots that its user owns (root's file as root; as uid 65534 that user's
+/// own file, since a non-root server's processes run as its uid): each fails with EROFS, in a
+/// read-only policy too. Inside the roots the same calls work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_metadata_changes_outside_the_writable_roots() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("hm-meta");
+    let ws = s.ws();
+    let target = s.outside().join("tool");
+    std::fs::write(&target, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(ws.join("mine"), "x").unwrap();
+    let before = std::fs::metadata(&target).unwrap();
+    let code = format!(
+        r#"
+uid, gid = os.getuid(), os.getgid()
+def each(prefix, path):
+    t(prefix + "chmod_setuid", lambda: os.chmod(path, 0o4755))
+    t(prefix + "chmod", lambda: os.chmod(path, 0o777))
+    t(prefix + "chown_self", lambda: os.chown(path, uid, gid))
+    t(prefix + "utime", lambda: os.utime(path, (0, 0)))
+    t(prefix + "xattr", lambda: os.setxattr(path, "user.x", b"1"))
+each("out_", {target:?})
+"#,
+        target = target.to_str().unwrap()
+    );
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let ws_write = json!({"type": "workspace-write", "exclude_slash_tmp": true,
+        "exclude_tmpdir_env_var": true});
+    let read_only = json!({"type": "read-only"});
+    for (id, policy) in [("ww", &ws_write), ("ro", &read_only)] {
+        let r = probe(&c, id, &ws, policy, &code).await;
+        // seccomp refuses set-id modes first (EPERM) where it is in force; either way it fails.
+        let setuid = r.get("out_chmod_setuid").map(String::as_str);
+        assert!(matches!(setuid, Some("EROFS" | "EPERM")), "{r:?}");
+        for k in ["out_chmod", "out_chown_self", "out_utime", "out_xattr"] {
+            expect(&r, k, "EROFS");
+        }
+    }
+    // Inside the roots metadata changes work (a plain chmod; set-id bits are seccomp's).
+    let r = probe(
+        &c,
+        "inside",
+        &ws,
+        &ws_write,
+        r#"
+uid, gid = os.getuid(), os.getgid()
+t("in_chmod", lambda: os.chmod("mine", 0o600))
+t("in_chown_self", lambda: os.chown("mine", uid, gid))
+t("in_utime", lambda: os.utime("mine", (0, 0)))
+t("in_xattr", lambda: os.setxattr("mine", "user.x", b"1"))
+t("in_write", lambda: open("new", "w").write("x"))
+t("dev_null", lambda: open("/dev/null", "w").write("x"))
+"#,
+    )
+    .await;
+    for k in [
+        "in_chmod",
+        "in_chown_self",
+        "in_utime",
+        "in_write",
+        "dev_null",
+    ] {
+        expect(&r, k, "OK");
+    }
+    // User xattrs depend on the filesystem; where they work outside, they work inside too.
+    let mine = std::ffi::CString::new(ws.join("mine").to_str().unwrap()).unwrap();
+    // SAFETY: setxattr with valid C strings and a one-byte value.
+    let host_xattr = unsafe {
+        libc::setxattr(
+            mine.as_ptr(),
+            c"user.y".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    } == 0;
+    if host_xattr {
+        expect(&r, "in_xattr", "OK");
+    }
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!(after.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::mtime(&after),
+        std::os::unix::fs::MetadataExt::mtime(&before)
+    );
+}

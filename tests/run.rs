@@ -312,7 +312,8 @@ fn sandbox_flags() {
     std::fs::create_dir_all(&extra).unwrap();
     let w = ws.to_str().unwrap();
     let x = extra.to_str().unwrap();
-    // read-only by name: writing the cwd fails with EACCES.
+    // read-only by name: writing the cwd fails (EROFS: outside the writable roots is a
+    // read-only mount, checked before Landlock).
     let (code, _, err) = run(
         &[
             "--cwd",
@@ -327,7 +328,7 @@ fn sandbox_flags() {
         b"",
     );
     assert_ne!(code, 0);
-    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
     // workspace-write (without /tmp): the cwd is writable, a sibling is not...
     let ww = dir.join("ww.toml");
     std::fs::write(&ww, "[sandbox]\ntype = \"workspace-write\"\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n").unwrap();
@@ -338,7 +339,7 @@ fn sandbox_flags() {
         b"",
     );
     assert_ne!(code, 0);
-    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
     assert!(ws.join("f").exists() && !extra.join("g").exists());
     // ...unless made --writable.
     let (code, _, err) = run(
@@ -379,7 +380,7 @@ fn sandbox_flags() {
         b"",
     );
     assert_ne!(code, 0);
-    assert!(err.contains("Permission denied"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
     assert_eq!(
         out.trim(),
         "1",

@@ -250,6 +250,8 @@ impl KeeperRequest {
                     2 => MountKind::HideFile,
                     3 => MountKind::ReadOnlyIfPresent,
                     4 => MountKind::PinLink,
+                    5 => MountKind::HostReadOnly,
+                    6 => MountKind::BindWritable,
                     _ => return None,
                 };
                 ops.push((kind, CString::new(path.to_vec()).ok()?));

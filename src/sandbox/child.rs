@@ -147,6 +147,13 @@ pub enum MountKind {
     /// removed, renamed or replaced: binds it onto itself through `/proc/self/fd`. Done
     /// before the other mounts (the hidden-file stash may cover `/proc` for a while).
     PinLink,
+    /// A mount point of the host outside the writable roots: remount it read-only (done
+    /// after every [`MountKind::BindWritable`], before the carve-outs). Skipped when it is
+    /// gone or out of the server's reach (then out of the process's too).
+    HostReadOnly,
+    /// A writable root: bind it onto itself, submounts included, keeping its flags, so
+    /// that it stays writable when the mount around it turns read-only. Done first.
+    BindWritable,
 }
 
 /// The mount namespace setup, prepared in the keeper (strings allocated before clone).
@@ -445,8 +452,10 @@ fn is_within(path: &[u8], dir: &[u8]) -> bool {
 fn open_stash(m: &MountPlan) -> Option<&'static CStr> {
     // Neither inside nor above any mounted path, so that no mount of the plan covers it.
     let dir = STASH_DIRS.into_iter().find(|d| {
-        !m.ops.iter().any(|(_, p)| {
-            is_within(p.to_bytes(), d.to_bytes()) || is_within(d.to_bytes(), p.to_bytes())
+        !m.ops.iter().any(|(k, p)| {
+            // The read-only view is in place before the stash is mounted.
+            !matches!(k, MountKind::HostReadOnly | MountKind::BindWritable)
+                && (is_within(p.to_bytes(), d.to_bytes()) || is_within(d.to_bytes(), p.to_bytes()))
         })
     })?;
     let mut buf = [0u8; 24];
@@ -579,6 +588,30 @@ fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
         {
             fail(ep, Stage::Mounts, errno());
         }
+        // The read-only view: the writable roots get their own mounts, then every host
+        // mount outside them turns read-only.
+        for (kind, path) in &m.ops {
+            let p = path.as_ptr();
+            if *kind == MountKind::BindWritable
+                && libc::mount(
+                    p,
+                    p,
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+            {
+                fail(ep, Stage::Mounts, errno());
+            }
+        }
+        for (kind, path) in &m.ops {
+            if *kind == MountKind::HostReadOnly
+                && !remount_read_only(path.as_ptr())
+                && !matches!(errno(), libc::ENOENT | libc::EACCES)
+            {
+                fail(ep, Stage::Mounts, errno());
+            }
+        }
         for (kind, path) in &m.ops {
             if *kind == MountKind::PinLink
                 && let Err(e) = pin_link(path)
@@ -598,7 +631,7 @@ fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
         for (kind, path) in &m.ops {
             let p = path.as_ptr();
             let ok = match kind {
-                MountKind::PinLink => true,
+                MountKind::PinLink | MountKind::HostReadOnly | MountKind::BindWritable => true,
                 MountKind::ReadOnlyIfPresent => {
                     if libc::mount(p, p, std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0 {
                         remount_read_only(p)

@@ -61,12 +61,34 @@ fn stamp_all(mounts: &[Vec<u8>]) -> Option<Vec<Stamp>> {
         .iter()
         .map(|m| {
             let path = OsStr::from_bytes(m.get(1..)?);
+            // Host mount points made read-only (kind 5): the mount-table poll vouches for
+            // them. Writable roots bound onto themselves (kind 6): only their identity
+            // matters (their ctime changes with every file created in them).
+            if m.first() == Some(&5) {
+                return Some(Stamp {
+                    dev: 0,
+                    ino: 0,
+                    ctime: 0,
+                    ctime_nsec: 0,
+                });
+            }
             let md = std::fs::symlink_metadata(path).ok()?;
+            // A writable root is known by its birth time instead of its ctime: a root
+            // deleted and made again often gets the same inode number, and the namespace's
+            // bind went with the old one. Without a birth time, the ctime.
+            let born = md
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let (ctime, ctime_nsec) = match born {
+                Some(b) if m.first() == Some(&6) => (b.as_secs() as i64, b.subsec_nanos() as i64),
+                _ => (md.ctime(), md.ctime_nsec()),
+            };
             Some(Stamp {
                 dev: md.dev(),
                 ino: md.ino(),
-                ctime: md.ctime(),
-                ctime_nsec: md.ctime_nsec(),
+                ctime,
+                ctime_nsec,
             })
         })
         .collect()

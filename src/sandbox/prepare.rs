@@ -310,6 +310,69 @@ pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
     (mounts.into_iter().map(|(_, m)| m).collect(), out)
 }
 
+/// Undoes the octal escapes of a `/proc/self/mountinfo` path (space, tab, newline, backslash).
+fn unescape_mount_path(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The read-only view: outside the writable roots nothing may change, metadata included
+/// (Landlock does not mediate `chmod`, `chown`, `utime` or xattrs, so a process running as
+/// the owner of a file outside its roots, root above all, could change them). Returns the
+/// mount ops that come first in every restricted plan: each writable root (real path,
+/// outermost only) bound onto itself with its own flags (kind 6), then every mount point of
+/// the host outside the writable roots remounted read-only (kind 5). The binds come first,
+/// so the mounts that contain a writable root turn read-only around it, and mounts inside
+/// the roots keep their own flags.
+pub fn read_only_view(entries: &[FsEntry]) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut roots: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.access == Access::Write)
+        .filter_map(|e| std::fs::canonicalize(&e.path).ok())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let outer: Vec<PathBuf> = roots
+        .iter()
+        .filter(|r| !roots.iter().any(|o| o != *r && r.starts_with(o)))
+        .cloned()
+        .collect();
+    let mut points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|f| PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(f))))
+        .filter(|p| p.is_absolute() && !outer.iter().any(|r| p.starts_with(r)))
+        .collect();
+    points.sort_by_key(|p| p.components().count());
+    points.dedup();
+    let op = |kind: u8, p: &Path| {
+        let mut m = vec![kind];
+        m.extend_from_slice(p.as_os_str().as_bytes());
+        m
+    };
+    outer
+        .iter()
+        .map(|r| op(6, r))
+        .chain(points.iter().map(|p| op(5, p)))
+        .collect()
+}
+
 /// The operator's limits on what a client may ask for: the ceiling, the network switch and
 /// the paths a policy may make writable (-32020). Processes and filesystem calls share them.
 pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Result<(), RpcError> {
@@ -605,7 +668,11 @@ pub fn prepare(
     };
     if entries.is_some() {
         missing.extend(filesystem_gap(abi));
-        let (mut m, unprotectable) = carve_outs(entries.unwrap_or(&[]));
+        let (carved, unprotectable) = carve_outs(entries.unwrap_or(&[]));
+        // The read-only view first: the writable roots are bound before anything is mounted
+        // inside them, and the carve-outs then land on those binds.
+        let mut m = read_only_view(entries.unwrap_or(&[]));
+        m.extend(carved);
         missing.extend(unprotectable);
         {
             use std::os::unix::ffi::OsStrExt;
@@ -628,7 +695,7 @@ pub fn prepare(
         let room = super::probe::mount_max().saturating_sub(MOUNTS_RESERVED);
         if !m.is_empty() && !server_is_root && !host.user_namespaces {
             missing.push(
-                "user namespaces (for the private mount namespace that makes subpaths read-only or hidden)"
+                "user namespaces (for the private mount namespace that makes everything outside the writable roots read-only, and subpaths read-only or hidden)"
                     .into(),
             );
         } else if m.len() > room {
