@@ -51,6 +51,13 @@ t("connect_other", lambda: connect("127.0.0.1", {other_port}))
 # bind succeeds (and a later client of that address would talk to the process).
 t("bind_server", lambda: bind("127.0.0.2", {server_port}))
 t("bind_any", lambda: bind("127.0.0.1", 0))
+# Protocols that carry TCP without being TCP sockets, which Landlock's port rules do not see:
+# multipath TCP falls back to plain TCP towards the server's listener, and so does SMC.
+def mptcp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.settimeout(5)
+    s.connect((host, port)); s.close()
+t("mptcp_server", lambda: mptcp("127.0.0.1", {server_port}))
+t("smc_socket", lambda: socket.socket(43, socket.SOCK_STREAM, 0).close())
 "#
     )
 }
@@ -118,6 +125,8 @@ async fn network_on_process_cannot_reach_the_server_port() {
         expect(&r, "bind_server", "EACCES");
         expect(&r, "connect_other", "OK");
         expect(&r, "bind_any", "OK");
+        expect(&r, "mptcp_server", "EPERM");
+        expect(&r, "smc_socket", "EPERM");
     }
     // With the network off nothing TCP works at all (seccomp refuses the socket).
     let (_, r) = run_attack(

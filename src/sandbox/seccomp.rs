@@ -125,7 +125,17 @@ enum Verdict {
     /// `prlimit64`: EPERM when it would set (new limits not NULL) the limits of another
     /// process (pid not 0); reading them is allowed.
     PrlimitCheck,
+    /// `socket` with the network on: EPERM for the protocols that carry TCP without being
+    /// TCP sockets (MPTCP, SMC). Landlock's port rules apply to TCP sockets only, and both
+    /// fall back to plain TCP towards a TCP listener: through them a confined process would
+    /// reach the ports Landlock denies (the server's own).
+    SocketCheck,
 }
+
+/// `IPPROTO_MPTCP`: a stream socket of any family with this protocol is multipath TCP.
+const IPPROTO_MPTCP: u32 = 262;
+/// `AF_SMC`: shared-memory communication sockets, which fall back to TCP.
+const AF_SMC: u32 = 43;
 
 /// The set-user-id and set-group-id mode bits.
 const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
@@ -301,6 +311,8 @@ fn table(spec: FilterSpec) -> Vec<(u32, Verdict)> {
     );
     if spec.block_network {
         t.push((libc::SYS_socket as u32, Verdict::Eperm));
+    } else {
+        t.push((libc::SYS_socket as u32, Verdict::SocketCheck));
     }
     t.sort_unstable_by_key(|e| e.0);
     t.dedup_by_key(|e| e.0);
@@ -340,6 +352,13 @@ fn check_block(v: Verdict) -> Vec<Op> {
             Op::Jeq(kind, Label::Next, Label::Eperm),
             Op::Load(off_arg_low(1)),
             Op::Jeq(0, Label::Allow, Label::Eperm),
+        ],
+        // Family and protocol are `int`s for the kernel.
+        Verdict::SocketCheck => vec![
+            Op::Load(off_arg_low(0)),
+            Op::Jeq(AF_SMC, Label::Eperm, Label::Next),
+            Op::Load(off_arg_low(2)),
+            Op::Jeq(IPPROTO_MPTCP, Label::Eperm, Label::Allow),
         ],
         // The new-limits pointer is 64 bits wide: NULL only when both halves are zero.
         Verdict::PrlimitCheck => vec![
@@ -491,6 +510,7 @@ mod tests {
         let refused = match n {
             _ if DENY.contains(&n) => true,
             _ if block_network && n == libc::SYS_socket => true,
+            libc::SYS_socket => int(0) == 43 || int(2) == 262, // AF_SMC, IPPROTO_MPTCP
             libc::SYS_ioctl => [libc::TIOCSTI, libc::TIOCLINUX].contains(&(args[1] & 0xffff_ffff)),
             libc::SYS_clone => CLONE_NS_FLAGS.iter().any(|f| args[0] & f != 0),
             libc::SYS_fchmod => set_id(1),
@@ -543,6 +563,8 @@ mod tests {
             (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64,
             2,
             3,
+            43,
+            262,
             u64::MAX,
         ];
         for f in CLONE_NS_FLAGS {
@@ -619,6 +641,7 @@ mod tests {
         libc::SYS_sched_setattr,
         libc::SYS_migrate_pages,
         libc::SYS_move_pages,
+        libc::SYS_socket,
     ];
 
     #[test]
@@ -696,6 +719,12 @@ mod tests {
                 [1 << 32, 7, 0x7ffd_0000, 0, 0, 0],
                 RET_ALLOW,
             ),
+            (libc::SYS_socket, [2, 1, 0, 0, 0, 0], RET_ALLOW), // AF_INET stream
+            (libc::SYS_socket, [10, 1, 6, 0, 0, 0], RET_ALLOW), // AF_INET6 TCP
+            (libc::SYS_socket, [2, 2, 17, 0, 0, 0], RET_ALLOW), // UDP
+            (libc::SYS_socket, [2, 1, 262, 0, 0, 0], EPERM),   // MPTCP
+            (libc::SYS_socket, [10, 1, 262, 0, 0, 0], EPERM),
+            (libc::SYS_socket, [43, 1, 0, 0, 0, 0], EPERM), // AF_SMC
             (libc::SYS_setpriority, [0, 0, 19, 0, 0, 0], RET_ALLOW),
             (libc::SYS_setpriority, [0, 1234, 19, 0, 0, 0], EPERM),
             (libc::SYS_setpriority, [2, 0, 19, 0, 0, 0], EPERM), // PRIO_USER: every process
