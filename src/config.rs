@@ -154,8 +154,9 @@ impl SandboxSection {
     /// Applies the section over `settings`.
     pub fn apply(&self, settings: &mut SandboxSettings) -> Result<(), String> {
         if let Some(p) = &self.default_policy {
-            settings.default_policy = parse_default_policy_value(
+            settings.default_policy = parse_default_policy_at(
                 serde_json::to_value(p).map_err(|e| format!("sandbox.default_policy: {e}"))?,
+                "sandbox.default_policy",
             )?;
         }
         if let Some(c) = &self.ceiling {
@@ -206,25 +207,36 @@ pub fn workspace_root(root: &Path, field: &str) -> Result<PathBuf, String> {
 
 /// Accepts a type name (`"read-only"`) or a 6.2 object for the default policy.
 pub fn parse_default_policy_value(v: serde_json::Value) -> Result<serde_json::Value, String> {
+    parse_default_policy_at(v, "default_policy")
+}
+
+/// [`parse_default_policy_value`] for the policy found at `root` (the name its errors give it).
+fn parse_default_policy_at(v: serde_json::Value, root: &str) -> Result<serde_json::Value, String> {
     let v = match v {
         serde_json::Value::String(s) => serde_json::json!({ "type": s }),
         obj @ serde_json::Value::Object(_) => obj,
         other => {
             return Err(format!(
-                "default policy must be a type name or an object, got {other}"
+                "{root}: must be a type name or an object, got {other}"
             ));
         }
     };
     // Validate now (against a neutral cwd) so a typo fails at startup, not per request.
-    crate::sandbox::policy::from_sandbox_policy(
-        &v,
+    validate_sandbox_policy(&v, root)?;
+    Ok(v)
+}
+
+/// Checks a 6.2 policy found at `root` (unknown keys included), against a neutral cwd.
+pub fn validate_sandbox_policy(v: &serde_json::Value, root: &str) -> Result<(), String> {
+    crate::sandbox::policy::from_sandbox_policy_at(
+        v,
         &crate::sandbox::policy::Context {
             cwd: std::path::Path::new("/"),
             tmpdir: None,
         },
+        root,
     )
-    .map_err(|e| format!("default policy: {e}"))?;
-    Ok(v)
+    .map(|_| ())
 }
 
 /// Parses `--default-policy`: a JSON object or a type name.
@@ -234,7 +246,7 @@ pub fn parse_default_policy_flag(s: &str) -> Result<serde_json::Value, String> {
     } else {
         serde_json::Value::String(s.to_string())
     };
-    parse_default_policy_value(v)
+    parse_default_policy_at(v, "default_policy").map_err(|e| format!("--default-policy: {e}"))
 }
 
 /// `[env]` of the config file.
@@ -268,13 +280,94 @@ pub enum ConfigError {
     },
 }
 
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// A TOML parse error as one line: where (`line L, column C`) and what, an unknown key named
+/// with the likely intended one (see `protocol::strict`).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = crate::protocol::strict::explain_serde_error("", e.message());
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// The byte offset of the key at the dotted `path` (`sandbox.default_policy.writeable_roots`;
+/// `name[i]` steps into an array) in TOML `text`, or of the deepest part of it that exists.
+fn toml_key_offset(text: &str, path: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut value: Option<&DeValue> = None;
+    let mut table = root.get_ref();
+    let mut found = None;
+    for segment in path.split('.') {
+        let (key, index) = match segment.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        if let Some(v) = value {
+            match v {
+                DeValue::Table(t) => table = t,
+                _ => break,
+            }
+        }
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == key) else {
+            break;
+        };
+        found = Some(k.span().start);
+        let mut v = v.get_ref();
+        if let Some(i) = index {
+            match v {
+                DeValue::Array(a) => match a.iter().nth(i) {
+                    Some(item) => {
+                        found = Some(item.span().start);
+                        v = item.get_ref();
+                    }
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        value = Some(v);
+    }
+    found
+}
+
+/// Prefixes a policy error (`<dotted path>: <what>`) about TOML `text` with the line of the key
+/// it names.
+pub fn with_toml_line(text: &str, error: &str) -> String {
+    let path = error.split(": ").next().unwrap_or("");
+    match toml_key_offset(text, path) {
+        Some(offset) => format!("line {}: {error}", line_col(text, offset).0),
+        None => error.to_string(),
+    }
+}
+
 impl ConfigFile {
-    /// Parses TOML text.
+    /// Parses TOML text. Unknown keys anywhere, `default_policy` included, are an error naming
+    /// the key, its line and the likely intended key.
     pub fn parse(text: &str, path: &str) -> Result<ConfigFile, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_string(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| parse_error(toml_error(text, &e)))?;
+        if let Some(p) = &file.sandbox.default_policy {
+            let v = serde_json::to_value(p).map_err(|e| parse_error(e.to_string()))?;
+            parse_default_policy_at(v, "sandbox.default_policy")
+                .map_err(|e| parse_error(with_toml_line(text, &e)))?;
+        }
+        Ok(file)
     }
 
     /// Reads and parses a file.
@@ -298,7 +391,10 @@ mod tests {
         assert_eq!(c.env.never_inherit, vec!["*KEY*", "AWS_*"]);
         assert_eq!(ConfigFile::parse("", "t").unwrap(), ConfigFile::default());
         let e = ConfigFile::parse("[env]\nnever_inherti = []\n", "t").unwrap_err();
-        assert!(e.to_string().contains("never_inherti"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "config file t: line 2, column 1: never_inherti: unknown field (did you mean never_inherit?)"
+        );
         assert!(ConfigFile::parse("[nope]\n", "t").is_err());
     }
 
@@ -340,6 +436,36 @@ mod tests {
         assert!(!settings.workspace_roots.is_empty());
         assert!(settings.workspace_roots.iter().all(|r| r.is_absolute()));
         assert!(!settings.allow_system_writable_roots);
+    }
+
+    #[test]
+    fn default_policy_keys_are_strict_with_their_line() {
+        let text = "[sandbox]\nceiling = \"workspace-write\"\n\n[sandbox.default_policy]\ntype = \"workspace-write\"\nwriteable_roots = [\"/w\"]\n";
+        let e = ConfigFile::parse(text, "c.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config file c.toml: line 6: sandbox.default_policy.writeable_roots: unknown field (did you mean writable_roots?)"
+        );
+        let text = "[sandbox]\ndefault_policy = { type = \"read-only\", access = { type = \"restricted\", readable_root = [] } }\n";
+        let e = ConfigFile::parse(text, "c.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("line 2: sandbox.default_policy.access.readable_root: unknown field (did you mean readable_roots?)"),
+            "{e}"
+        );
+        let ok = "[sandbox]\ndefault_policy = { type = \"workspace-write\", writable_roots = [\"/w\"], network_access = true }\n";
+        ConfigFile::parse(ok, "c.toml").unwrap();
+        let e = ConfigFile::parse("[sandbox]\ncieling = \"read-only\"\n", "c.toml").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("line 2, column 1: cieling: unknown field (did you mean ceiling?)"),
+            "{e}"
+        );
+        let e = parse_default_policy_flag("{\"type\": \"read-only\", \"netwrok_access\": true}")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "--default-policy: default_policy.netwrok_access: unknown field (did you mean network_access?)"
+        );
     }
 
     #[test]

@@ -66,7 +66,20 @@ impl RunPolicyFile {
     pub fn load(path: &Path) -> Result<RunPolicyFile, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading policy file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("policy file {}: {e}", path.display()))
+        RunPolicyFile::parse(&text).map_err(|e| format!("policy file {}: {e}", path.display()))
+    }
+
+    /// Parses policy file text. Unknown keys, in `[env]` and in `[sandbox]` alike, are an error
+    /// naming the key, its line and the likely intended key.
+    pub fn parse(text: &str) -> Result<RunPolicyFile, String> {
+        let file: RunPolicyFile =
+            toml::from_str(text).map_err(|e| crate::config::toml_error(text, &e))?;
+        if let Some(table) = &file.sandbox {
+            let v = serde_json::to_value(table).map_err(|e| e.to_string())?;
+            crate::config::validate_sandbox_policy(&v, "sandbox")
+                .map_err(|e| crate::config::with_toml_line(text, &e))?;
+        }
+        Ok(file)
     }
 
     /// The environment policy of the file (defaults when it has no `[env]`).

@@ -197,3 +197,191 @@ async fn codex_cli_login_shell_with_incidental_refusal_is_not_sandbox_denied() {
     assert_eq!(exited["exitCode"], 3);
     assert_eq!(exited["sandboxDenied"], true, "{exited}");
 }
+
+/// Starts `argv` with `extra` params; returns the error object of the refused start.
+async fn refused(c: &Client, id: &str, s: &Scratch, extra: Value) -> Value {
+    let mut params = json!({"cwd": s.ws().to_str().unwrap()});
+    for (k, v) in extra.as_object().unwrap() {
+        params[k] = v.clone();
+    }
+    let e = c
+        .start_with(id, &["true"], params)
+        .await
+        .expect_err("a misspelled policy key must be refused");
+    // Nothing was started.
+    let r = c.call("process/read", json!({"processId": id})).await;
+    assert!(r.is_err(), "{id} exists after a refused start: {r:?}");
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelled_policy_keys_are_refused_naming_them() {
+    let s = Scratch::new("strictkeys");
+    let ws = s.ws().to_str().unwrap().to_string();
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let mut codex = codex_cli_start("workspace-write", &s.ws(), "true");
+    codex["sandbox"]["permissions"]["file_system"]["entries"][4]["missing_path_behaviour"] =
+        json!("skip");
+    let mut codex_top = codex_cli_start("workspace-write", &s.ws(), "true");
+    codex_top["sandbox"]["workspaceRoot"] = codex_top["sandbox"]["workspaceRoots"].clone();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"sandboxPolicy": {"type": "workspace-write", "writeable_roots": [ws]}}),
+            "sandboxPolicy.writeable_roots: unknown field (did you mean writable_roots?)",
+        ),
+        (
+            json!({"sandboxPolicy": {"type": "read-only", "netwrok_access": false}}),
+            "sandboxPolicy.netwrok_access: unknown field (did you mean network_access?)",
+        ),
+        (
+            json!({"sandboxPolicy": {"type": "workspace-write",
+                   "read_only_access": {"type": "restricted", "readable_root": []}}}),
+            "sandboxPolicy.read_only_access.readable_root: unknown field (did you mean readable_roots?)",
+        ),
+        (
+            json!({"sandbox": codex["sandbox"].clone()}),
+            "sandbox.permissions.file_system.entries[4].missing_path_behaviour: unknown field (did you mean missing_path_behavior?)",
+        ),
+        (
+            json!({"sandbox": codex_top["sandbox"].clone()}),
+            "sandbox.workspaceRoot: unknown field (did you mean workspaceRoots?)",
+        ),
+        (
+            json!({"envPolicy": {"inherit": "core", "includeonly": ["PATH"]}}),
+            "envPolicy.includeonly: unknown field (did you mean includeOnly?)",
+        ),
+        (
+            json!({"limits": {"wallTimeMS": 1000}}),
+            "limits.wallTimeMS: unknown field (did you mean wallTimeMs?)",
+        ),
+    ];
+    for (i, (extra, want)) in cases.into_iter().enumerate() {
+        let e = refused(&c, &format!("k{i}"), &s, extra).await;
+        assert_eq!(e["code"], -32602, "{e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains(want), "case {i}: {msg}");
+    }
+    // The same objects on a filesystem call.
+    let e = c
+        .call(
+            "fs/readFile",
+            json!({"path": s.ws().join("x").to_str().unwrap(),
+                   "sandboxPolicy": {"type": "read-only", "netwrok_access": false}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], -32602, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("sandboxPolicy.netwrok_access: unknown field (did you mean network_access?)"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_cli_objects_are_accepted_as_sent() {
+    let s = Scratch::new("strictcodex");
+    let c = Client::new(Transport::Stdio, &["--ceiling", "danger-full-access"]).await;
+    for mode in ["workspace-write", "read-only", "danger-full-access"] {
+        let start = codex_cli_start(mode, &s.ws(), "echo result");
+        let id = start["processId"].as_str().unwrap().to_string();
+        let r = c.call("process/start", start).await;
+        let r = r.unwrap_or_else(|e| panic!("{mode}: the Codex CLI's object was refused: {e}"));
+        // `danger-full-access` comes as `"sandbox": null`: no policy, so the server's default.
+        assert_eq!(r["sandboxType"], "linuxSeccomp", "{mode}");
+        let ev = c.closed(&id).await;
+        assert_eq!(String::from_utf8_lossy(&ev.stdout), "result\n", "{mode}");
+        assert_eq!(ev.exited.unwrap()["exitCode"], 0, "{mode}");
+    }
+    // The same `sandbox` object on a filesystem call, as Codex sends it there.
+    std::fs::write(s.ws().join("f"), "data").unwrap();
+    let start = codex_cli_start("workspace-write", &s.ws(), "true");
+    let r = c
+        .ok(
+            "fs/readFile",
+            json!({"path": format!("file://{}/f", s.ws().display()), "sandbox": start["sandbox"]}),
+        )
+        .await;
+    assert_eq!(unb64(r["dataBase64"].as_str().unwrap()), b"data");
+}
+
+/// `stockade <args>` with a clean environment; returns (exit code, stderr).
+fn stockade(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn policy_files_name_the_key_and_its_line() {
+    let s = Scratch::new("strictfiles");
+    let file = |name: &str, text: &str| {
+        let p = s.root.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let policy = file(
+        "policy.toml",
+        "# run policy\n[env]\ninherit = \"core\"\n\n[sandbox]\ntype = \"workspace-write\"\nwriteable_roots = [\"/tmp\"]\n",
+    );
+    let (code, err) = stockade(&["run", "--policy", &policy, "--", "true"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains(
+            "line 7: sandbox.writeable_roots: unknown field (did you mean writable_roots?)"
+        ),
+        "{err}"
+    );
+    let policy = file(
+        "env.toml",
+        "[env]\ninherit = \"core\"\ninclude_onyl = [\"PATH\"]\n",
+    );
+    let (code, err) = stockade(&["run", "--policy", &policy, "--", "true"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains("line 3, column 1: include_onyl: unknown field (did you mean include_only?)"),
+        "{err}"
+    );
+    let config = file(
+        "server.toml",
+        "[sandbox]\nceiling = \"workspace-write\"\ndefault_policy = { type = \"read-only\", netwrok_access = true }\n",
+    );
+    let (code, err) = stockade(&["run", "--config", &config, "--", "true"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains("line 3: sandbox.default_policy.netwrok_access: unknown field (did you mean network_access?)"),
+        "{err}"
+    );
+    // The server refuses to start with it.
+    let (code, err) = stockade(&["serve", "--config", &config]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("sandbox.default_policy.netwrok_access"),
+        "{err}"
+    );
+    // A correct policy file runs.
+    let policy = file(
+        "good.toml",
+        "[env]\ninherit = \"core\"\n\n[sandbox]\ntype = \"workspace-write\"\nwritable_roots = []\nnetwork_access = false\n",
+    );
+    let (code, err) = stockade(&[
+        "run",
+        "--policy",
+        &policy,
+        "--cwd",
+        s.ws().to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+}

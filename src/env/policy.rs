@@ -6,6 +6,17 @@ use std::ffi::OsString;
 use serde_json::Value;
 
 use super::pattern::PatternSet;
+use crate::protocol::strict::check_keys;
+
+/// The keys of a wire `envPolicy`; any other key is refused.
+pub const ENV_POLICY_KEYS: [&str; 6] = [
+    "inherit",
+    "ignoreDefaultExcludes",
+    "exclude",
+    "set",
+    "includeOnly",
+    "include",
+];
 
 /// The start set of step 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +96,7 @@ impl EnvPolicy {
         let Value::Object(obj) = v else {
             return Err("envPolicy: must be an object".into());
         };
+        check_keys(obj, "envPolicy", &ENV_POLICY_KEYS, &[])?;
         let inherit = match obj.get("inherit") {
             None | Some(Value::Null) => Inherit::All,
             Some(Value::String(s)) => match s.as_str() {
@@ -279,6 +291,30 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         build(&server(), &policy(p), &[], &overlay)
+    }
+
+    #[test]
+    fn unknown_env_policy_keys_are_refused() {
+        let e = EnvPolicy::from_json(&serde_json::json!({"inherit": "core", "includeonly": ["A"]}))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "envPolicy.includeonly: unknown field (did you mean includeOnly?)"
+        );
+        let e = EnvPolicy::from_json(
+            &serde_json::json!({"inherit": "core", "ignoreDefaultExclude": true}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "envPolicy.ignoreDefaultExclude: unknown field (did you mean ignoreDefaultExcludes?)"
+        );
+        // What the Codex CLI 0.169 sends.
+        EnvPolicy::from_json(
+            &serde_json::json!({"inherit": "all", "ignoreDefaultExcludes": true,
+            "exclude": ["CODEX_VERSION"], "set": {}, "includeOnly": []}),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -9,5 +9,6 @@ pub mod fs;
 pub mod handshake;
 pub mod process;
 pub mod sandbox;
+pub mod strict;
 
 pub use envelope::{ErrorCode, RpcError};

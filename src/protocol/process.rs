@@ -223,9 +223,10 @@ pub struct Usage {
     pub max_rss_kb: u64,
 }
 
-/// `limits` of `process/start` (section 7); all optional.
+/// `limits` of `process/start` (section 7); all optional. Unknown keys are refused: a
+/// misspelled limit would silently not apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
     /// Kill the tree after this long (`timedOut: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 
 use crate::paths::parse_wire_path;
+use crate::protocol::strict::{CODEX_FILE_SYSTEM_UNUSED, CODEX_SANDBOX_UNUSED, check_object};
 
 /// Access granted to a subtree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -241,15 +242,29 @@ fn abs_paths(obj: &Value, field: &str, ctx: &str) -> Result<Vec<PathBuf>, Policy
     }
 }
 
-/// Read entries of a 6.2 read access object (`access` / `read_only_access`).
-fn read_access(v: Option<&Value>, ctx: &Context, field: &str) -> Result<Vec<FsEntry>, PolicyError> {
+/// Read entries of a 6.2 read access object (`access` / `read_only_access`) of the policy
+/// at `root`.
+fn read_access(
+    v: Option<&Value>,
+    ctx: &Context,
+    field: &str,
+    root: &str,
+) -> Result<Vec<FsEntry>, PolicyError> {
     let kind = v.and_then(|v| v.get("type")).and_then(Value::as_str);
+    let ctxname = format!("{root}.{field}");
     match (v, kind) {
-        (None, _) | (Some(Value::Null), _) | (_, Some("full-access")) => {
+        (None, _) | (Some(Value::Null), _) => Ok(vec![entry(Path::new("/"), Access::Read, "root")]),
+        (Some(obj), Some("full-access")) => {
+            check_object(obj, &ctxname, &["type"], &[])?;
             Ok(vec![entry(Path::new("/"), Access::Read, "root")])
         }
         (Some(obj), Some("restricted")) => {
-            let ctxname = format!("sandboxPolicy.{field}");
+            check_object(
+                obj,
+                &ctxname,
+                &["type", "include_platform_defaults", "readable_roots"],
+                &[],
+            )?;
             let mut out: Vec<FsEntry> = abs_paths(obj, "readable_roots", &ctxname)?
                 .iter()
                 .map(|p| entry(p, Access::Read, "readable_roots"))
@@ -265,7 +280,7 @@ fn read_access(v: Option<&Value>, ctx: &Context, field: &str) -> Result<Vec<FsEn
             Ok(out)
         }
         (Some(_), other) => Err(format!(
-            "sandboxPolicy.{field}.type: must be \"full-access\" or \"restricted\", got {other:?}"
+            "{ctxname}.type: must be \"full-access\" or \"restricted\", got {other:?}"
         )),
     }
 }
@@ -297,12 +312,48 @@ fn protected_inside(root: &Path) -> Vec<FsEntry> {
     out
 }
 
+/// The keys of each 6.2 policy type (Codex's `SandboxPolicy`); any other key is refused.
+fn sandbox_policy_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "read-only" => &["type", "access", "network_access"],
+        "workspace-write" => &[
+            "type",
+            "writable_roots",
+            "read_only_access",
+            "network_access",
+            "exclude_tmpdir_env_var",
+            "exclude_slash_tmp",
+        ],
+        "external-sandbox" => &["type", "network_access"],
+        _ => &["type"],
+    }
+}
+
 /// Converts a `sandboxPolicy` (6.2).
 pub fn from_sandbox_policy(v: &Value, ctx: &Context) -> Result<SandboxPolicy, PolicyError> {
+    from_sandbox_policy_at(v, ctx, "sandboxPolicy")
+}
+
+/// Converts a 6.2 policy found at `root` (the name errors give it: `sandboxPolicy`,
+/// `sandbox.default_policy`, ...). Unknown keys are refused (see `protocol::strict`).
+pub fn from_sandbox_policy_at(
+    v: &Value,
+    ctx: &Context,
+    root: &str,
+) -> Result<SandboxPolicy, PolicyError> {
+    if !v.is_object() {
+        return Err(format!("{root}: must be an object"));
+    }
     let kind = v
         .get("type")
         .and_then(Value::as_str)
-        .ok_or("sandboxPolicy.type: missing or not a string")?;
+        .ok_or(format!("{root}.type: missing or not a string"))?;
+    if matches!(
+        kind,
+        "danger-full-access" | "read-only" | "workspace-write" | "external-sandbox"
+    ) {
+        check_object(v, root, sandbox_policy_keys(kind), &[])?;
+    }
     let base = |name: &str, level| SandboxPolicy {
         name: name.to_string(),
         level,
@@ -319,19 +370,21 @@ pub fn from_sandbox_policy(v: &Value, ctx: &Context) -> Result<SandboxPolicy, Po
                 v.get("access"),
                 ctx,
                 "access",
+                root,
             )?));
-            p.network = bool_field(v, "network_access", false, "sandboxPolicy")?;
+            p.network = bool_field(v, "network_access", false, root)?;
             Ok(p)
         }
         "workspace-write" => {
             let mut p = base("workspace-write", Level::WorkspaceWrite);
-            let mut entries = read_access(v.get("read_only_access"), ctx, "read_only_access")?;
+            let mut entries =
+                read_access(v.get("read_only_access"), ctx, "read_only_access", root)?;
             let mut roots = vec![normalize(ctx.cwd)];
-            roots.extend(abs_paths(v, "writable_roots", "sandboxPolicy")?);
-            if !bool_field(v, "exclude_slash_tmp", false, "sandboxPolicy")? {
+            roots.extend(abs_paths(v, "writable_roots", root)?);
+            if !bool_field(v, "exclude_slash_tmp", false, root)? {
                 roots.push(PathBuf::from("/tmp"));
             }
-            if !bool_field(v, "exclude_tmpdir_env_var", false, "sandboxPolicy")?
+            if !bool_field(v, "exclude_tmpdir_env_var", false, root)?
                 && let Some(t) = ctx.tmpdir.filter(|t| t.starts_with('/'))
             {
                 roots.push(normalize(Path::new(t)));
@@ -341,16 +394,16 @@ pub fn from_sandbox_policy(v: &Value, ctx: &Context) -> Result<SandboxPolicy, Po
                 entries.extend(protected_inside(root));
             }
             p.filesystem = Filesystem::Restricted(winning_entries(entries));
-            p.network = bool_field(v, "network_access", false, "sandboxPolicy")?;
+            p.network = bool_field(v, "network_access", false, root)?;
             Ok(p)
         }
         "external-sandbox" => {
             let mut p = base("external-sandbox", Level::ExternalSandbox);
-            p.network = network_word(v.get("network_access"), "sandboxPolicy.network_access")?;
+            p.network = network_word(v.get("network_access"), &format!("{root}.network_access"))?;
             Ok(p)
         }
         other => Err(format!(
-            "sandboxPolicy.type: unknown policy type {other:?} (expected danger-full-access, read-only, workspace-write or external-sandbox)"
+            "{root}.type: unknown policy type {other:?} (expected danger-full-access, read-only, workspace-write or external-sandbox)"
         )),
     }
 }
@@ -394,11 +447,43 @@ pub fn from_permission_profile(
     process_cwd: &Path,
     tmpdir: Option<&str>,
 ) -> Result<SandboxPolicy, PolicyError> {
+    check_object(
+        v,
+        "sandbox",
+        &[
+            "permissions",
+            "cwd",
+            "workspaceRoots",
+            "temporaryDirectories",
+            "policyContext",
+        ],
+        &CODEX_SANDBOX_UNUSED,
+    )?;
+    if let Some(pc) = v.get("policyContext").filter(|p| !p.is_null()) {
+        check_object(pc, "sandbox.policyContext", &["cwd", "workspaceRoots"], &[])?;
+    }
     let perms = v.get("permissions").ok_or("sandbox.permissions: missing")?;
     let ptype = perms
         .get("type")
         .and_then(Value::as_str)
         .ok_or("sandbox.permissions.type: missing or not a string")?;
+    let perms_keys: &[&str] = match ptype {
+        "managed" => &["type", "file_system", "network"],
+        "external" => &["type", "network"],
+        _ => &["type"],
+    };
+    check_object(perms, "sandbox.permissions", perms_keys, &[])?;
+    // Codex resolves `tmpdir` entries against these when given, else the child's `$TMPDIR`.
+    let tmpdirs: Vec<PathBuf> = match uri_list(
+        v.get("temporaryDirectories"),
+        "sandbox.temporaryDirectories",
+    )? {
+        Some(dirs) => dirs,
+        None => tmpdir
+            .filter(|t| t.starts_with('/'))
+            .map(|t| vec![PathBuf::from(t)])
+            .unwrap_or_default(),
+    };
     let cwd = match v.get("cwd").or_else(|| v.pointer("/policyContext/cwd")) {
         None | Some(Value::Null) => normalize(process_cwd),
         Some(Value::String(s)) => parse_wire_path(s)
@@ -434,6 +519,16 @@ pub fn from_permission_profile(
                 .and_then(Value::as_str)
                 .ok_or("sandbox.permissions.file_system.type: missing or not a string")?;
             let mut notes = Vec::new();
+            let fs_keys: &[&str] = match fstype {
+                "restricted" => &["type", "entries"],
+                _ => &["type"],
+            };
+            check_object(
+                fs,
+                "sandbox.permissions.file_system",
+                fs_keys,
+                &CODEX_FILE_SYSTEM_UNUSED,
+            )?;
             let filesystem = match fstype {
                 "unrestricted" => Filesystem::Unrestricted,
                 "restricted" => {
@@ -450,7 +545,7 @@ pub fn from_permission_profile(
                     for (i, item) in items.iter().enumerate() {
                         let ctxname = format!("sandbox.permissions.file_system.entries[{i}]");
                         entries.extend(managed_entry(
-                            item, &ctxname, &cwd, &roots, tmpdir, &mut notes,
+                            item, &ctxname, &cwd, &roots, &tmpdirs, &mut notes,
                         )?);
                     }
                     Filesystem::Restricted(winning_entries(entries))
@@ -488,9 +583,15 @@ fn managed_entry(
     ctxname: &str,
     cwd: &Path,
     roots: &[PathBuf],
-    tmpdir: Option<&str>,
+    tmpdirs: &[PathBuf],
     notes: &mut Vec<String>,
 ) -> Result<Vec<FsEntry>, PolicyError> {
+    check_object(
+        item,
+        ctxname,
+        &["path", "access", "missing_path_behavior"],
+        &[],
+    )?;
     let access = match item.get("access").and_then(Value::as_str) {
         Some("read") => Access::Read,
         Some("write") => Access::Write,
@@ -503,6 +604,12 @@ fn managed_entry(
     };
     let skip = item.get("missing_path_behavior").and_then(Value::as_str) == Some("skip");
     let path = item.get("path").ok_or(format!("{ctxname}.path: missing"))?;
+    let path_keys: &[&str] = match path.get("type").and_then(Value::as_str) {
+        Some("path") => &["type", "path"],
+        Some("special") => &["type", "value"],
+        _ => &["type"],
+    };
+    check_object(path, &format!("{ctxname}.path"), path_keys, &[])?;
     let bases: Vec<PathBuf> = match path.get("type").and_then(Value::as_str) {
         Some("path") => {
             let s = path
@@ -519,6 +626,12 @@ fn managed_entry(
             let value = path
                 .get("value")
                 .ok_or(format!("{ctxname}.path.value: missing"))?;
+            check_object(
+                value,
+                &format!("{ctxname}.path.value"),
+                &["kind", "subpath"],
+                &[],
+            )?;
             let kind = value.get("kind").and_then(Value::as_str).ok_or(format!(
                 "{ctxname}.path.value.kind: missing or not a string"
             ))?;
@@ -527,10 +640,7 @@ fn managed_entry(
                 "minimal" => PLATFORM_DEFAULTS.iter().map(PathBuf::from).collect(),
                 "current_working_directory" => vec![cwd.to_path_buf()],
                 "project_roots" => roots.to_vec(),
-                "tmpdir" => tmpdir
-                    .filter(|t| t.starts_with('/'))
-                    .map(|t| vec![PathBuf::from(t)])
-                    .unwrap_or_default(),
+                "tmpdir" => tmpdirs.to_vec(),
                 "slash_tmp" => vec![PathBuf::from("/tmp")],
                 other => {
                     // Ignoring an entry can only remove access, never add it.
@@ -861,6 +971,139 @@ mod tests {
         assert!(p.network && p.hardening);
         let e = from_permission_profile(&json!({"permissions": {"type": "managed", "file_system": {"type": "restricted", "entries": [{"path": {"type": "path", "path": "/x"}, "access": "all"}]}}}), Path::new("/"), None).unwrap_err();
         assert!(e.contains("entries[0].access"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let cwd = Path::new("/w");
+        let err = |v: Value| from_sandbox_policy(&v, &ctx(cwd)).unwrap_err();
+        assert_eq!(
+            err(json!({"type": "workspace-write", "writeable_roots": ["/x"]})),
+            "sandboxPolicy.writeable_roots: unknown field (did you mean writable_roots?)"
+        );
+        assert_eq!(
+            err(json!({"type": "read-only", "netwrok_access": true})),
+            "sandboxPolicy.netwrok_access: unknown field (did you mean network_access?)"
+        );
+        // A key of another policy type is unknown here.
+        assert!(
+            err(json!({"type": "read-only", "writable_roots": []}))
+                .starts_with("sandboxPolicy.writable_roots: unknown field")
+        );
+        assert!(
+            err(json!({"type": "danger-full-access", "network_access": true}))
+                .starts_with("sandboxPolicy.network_access: unknown field")
+        );
+        assert_eq!(
+            err(
+                json!({"type": "workspace-write", "read_only_access": {"type": "restricted", "readable_root": []}})
+            ),
+            "sandboxPolicy.read_only_access.readable_root: unknown field (did you mean readable_roots?)"
+        );
+        assert!(
+            err(json!({"type": "read-only", "access": {"type": "full-access", "x": 1}}))
+                .starts_with("sandboxPolicy.access.x: unknown field")
+        );
+        let e = from_sandbox_policy_at(
+            &json!({"type": "external-sandbox", "network_acess": "enabled"}),
+            &ctx(cwd),
+            "sandbox.default_policy",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "sandbox.default_policy.network_acess: unknown field (did you mean network_access?)"
+        );
+    }
+
+    #[test]
+    fn permission_profile_unknown_keys_are_refused_but_codex_fields_accepted() {
+        let entry = |extra: Value| {
+            let mut e = json!({"path": {"type": "special", "value": {"kind": "project_roots", "subpath": ".git"}},
+                               "access": "read", "missing_path_behavior": "skip"});
+            for (k, v) in extra.as_object().unwrap() {
+                e[k] = v.clone();
+            }
+            e
+        };
+        let profile = |top: Value, e: Value| {
+            let mut v = json!({"permissions": {"type": "managed", "network": "restricted",
+                "file_system": {"type": "restricted", "entries": [
+                    {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}, e]}},
+                "cwd": "file:///w", "workspaceRoots": ["file:///w"]});
+            for (k, x) in top.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let err = |v: Value| from_permission_profile(&v, Path::new("/w"), None).unwrap_err();
+        // Every field Codex's `FileSystemSandboxContext` defines is accepted.
+        let all = json!({"windowsSandboxLevel": "disabled", "windowsSandboxPrivateDesktop": false,
+            "windowsSandboxProxySettingsMode": "reconcile", "useLegacyLandlock": false,
+            "userHomeDir": "file:///root", "temporaryDirectories": ["file:///var/tmp/x"],
+            "policyContext": {"cwd": "file:///w", "workspaceRoots": ["file:///w"]}});
+        from_permission_profile(&profile(all, entry(json!({}))), Path::new("/w"), None).unwrap();
+        assert_eq!(
+            err(profile(json!({"workspaceRoot": []}), entry(json!({})))),
+            "sandbox.workspaceRoot: unknown field (did you mean workspaceRoots?)"
+        );
+        assert_eq!(
+            err(profile(
+                json!({}),
+                entry(json!({"missing_path_behaviour": "skip"}))
+            )),
+            "sandbox.permissions.file_system.entries[1].missing_path_behaviour: unknown field (did you mean missing_path_behavior?)"
+        );
+        let mut v = profile(json!({}), entry(json!({})));
+        v["permissions"]["file_system"]["entries"][1]["path"]["value"]["subpth"] = json!("x");
+        assert_eq!(
+            err(v),
+            "sandbox.permissions.file_system.entries[1].path.value.subpth: unknown field (did you mean subpath?)"
+        );
+        let mut v = profile(json!({}), entry(json!({})));
+        v["permissions"]["netwrok"] = json!("enabled");
+        assert_eq!(
+            err(v),
+            "sandbox.permissions.netwrok: unknown field (did you mean network?)"
+        );
+        let mut v = profile(json!({}), entry(json!({})));
+        v["permissions"]["file_system"]["glob_scan_max_depth"] = json!(3);
+        from_permission_profile(&v, Path::new("/w"), None).unwrap();
+        v["permissions"]["file_system"]["entrie"] = json!([]);
+        assert_eq!(
+            err(v),
+            "sandbox.permissions.file_system.entrie: unknown field (did you mean entries?)"
+        );
+        assert!(
+            err(profile(json!({"policyContext": {"cwd": "file:///w", "workspace_roots": []}}), entry(json!({}))))
+                .starts_with("sandbox.policyContext.workspace_roots: unknown field (did you mean workspaceRoots?)")
+        );
+        let e = from_permission_profile(
+            &json!({"permissions": {"type": "disabled", "network": "enabled"}}),
+            Path::new("/"),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("sandbox.permissions.network: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn temporary_directories_replace_tmpdir() {
+        let v = json!({"permissions": {"type": "managed", "network": "restricted",
+            "file_system": {"type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "tmpdir"}}, "access": "write"}]}},
+            "temporaryDirectories": ["file:///scratch/a", "/scratch/b"]});
+        let p = from_permission_profile(&v, Path::new("/w"), Some("/var/tmp/t")).unwrap();
+        assert_eq!(
+            entries(&p),
+            vec![
+                ("/scratch/a".into(), Access::Write),
+                ("/scratch/b".into(), Access::Write)
+            ]
+        );
     }
 
     #[test]

@@ -83,11 +83,10 @@ pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     }
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
-            RpcError::invalid_params(format!("invalid params: {}", e.inner()))
-        } else {
-            RpcError::invalid_params(format!("invalid params: {path}: {}", e.inner()))
-        }
+        let path = if path == "." { "" } else { path.as_str() };
+        // Unknown keys of strict objects (`limits`) name the key and the likely intended one.
+        let msg = crate::protocol::strict::explain_serde_error(path, &e.inner().to_string());
+        RpcError::invalid_params(format!("invalid params: {msg}"))
     })
 }
 
