@@ -327,7 +327,7 @@ fn toml_key_offset(text: &str, path: &str) -> Option<usize> {
         let mut v = v.get_ref();
         if let Some(i) = index {
             match v {
-                DeValue::Array(a) => match a.iter().nth(i) {
+                DeValue::Array(a) => match a.get(i) {
                     Some(item) => {
                         found = Some(item.span().start);
                         v = item.get_ref();
