@@ -376,6 +376,18 @@ async fn writable_roots_that_are_the_host_are_refused() {
         ("/tmp", ww(vec!["/var"]), "/var"),
         ("/tmp", ww(vec!["/proc/self/root"]), "/proc/self/root"),
         ("/usr", json!({"type": "workspace-write"}), "/usr"),
+        // Inside a system tree (found by review: `/proc/sys/kernel` was accepted, and
+        // `core_pattern` there is host root for a confined uid 0).
+        ("/tmp", ww(vec!["/proc/sys/kernel"]), "/proc/sys/kernel"),
+        ("/tmp", ww(vec!["/etc/cron.d"]), "/etc/cron.d"),
+        ("/tmp", ww(vec!["/usr/local/bin"]), "/usr/local/bin"),
+        ("/tmp", ww(vec!["/sys/fs/cgroup"]), "/sys/fs/cgroup"),
+        (
+            "/tmp",
+            ww(vec!["/lib/x86_64-linux-gnu"]),
+            "/lib/x86_64-linux-gnu",
+        ),
+        ("/tmp", ww(vec!["/var/spool"]), "/var/spool"),
     ];
     // `$HOME` itself, unless it is also the server's `$TMPDIR` (the unprivileged CI pass sets
     // both to one directory): the operator's own temporary root stays usable.

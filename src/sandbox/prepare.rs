@@ -433,12 +433,51 @@ const SYSTEM_DIRS: [&str; 14] = [
     "/proc", "/sys", "/var",
 ];
 
-/// True when `real` (a resolved path) is the root, a system directory or `$HOME` itself.
+/// Trees of which no part may be writable: the kernel's interfaces (`/proc/sys/kernel` alone
+/// is host root through `core_pattern`), devices, boot files, configuration, programs and
+/// libraries, and the schedulers' spools. `/var` itself is refused, its other parts (build
+/// workspaces such as `/var/lib/jenkins`) are not.
+const SYSTEM_TREES: [&str; 12] = [
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/run",
+    "/var/run",
+    "/var/spool",
+    "/var/lib/dpkg",
+];
+
+/// True when `real` (a resolved path) is the root, a system directory, `$HOME` itself or one
+/// of its ancestors (which holds `$HOME`'s dotfiles and other users' homes), or lies inside a
+/// system tree.
 fn is_system_dir(real: &Path, home: Option<&Path>) -> bool {
-    let top_level_lib = real.parent() == Some(Path::new("/"))
-        && real
-            .file_name()
-            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"lib"));
+    let top_level_lib = real
+        .components()
+        .nth(1)
+        .is_some_and(|c| c.as_os_str().as_encoded_bytes().starts_with(b"lib"));
+    static TREES: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    let trees = TREES.get_or_init(|| {
+        SYSTEM_TREES
+            .iter()
+            .flat_map(|d| [PathBuf::from(d), resolve_now(Path::new(d))])
+            .collect()
+    });
+    // `/dev/shm` is shared scratch memory, writable by every user anyway: a workspace there
+    // makes nothing of the host writable.
+    if real.starts_with("/dev/shm") {
+        return false;
+    }
+    if top_level_lib || trees.iter().any(|t| real.starts_with(t)) {
+        return true;
+    }
+    if home.is_some_and(|h| h.starts_with(real)) {
+        return true;
+    }
     // The host's layout (e.g. `/lib` -> `usr/lib`) does not change while the server runs.
     static RESOLVED: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
     let resolved = RESOLVED.get_or_init(|| {
@@ -448,7 +487,7 @@ fn is_system_dir(real: &Path, home: Option<&Path>) -> bool {
             .flat_map(|d| [PathBuf::from(d), resolve_now(Path::new(d))])
             .collect()
     });
-    top_level_lib || resolved.iter().any(|d| real == d) || home.is_some_and(|h| real == h)
+    resolved.iter().any(|d| real == d)
 }
 
 /// The temporary roots the operator chose: `/tmp` and the server's own `$TMPDIR`, resolved
@@ -509,7 +548,7 @@ fn check_writable_roots(
             format!("{} (resolves to {})", e.path.display(), real.display())
         };
         if !settings.allow_system_writable_roots
-            && !tmp.contains(&real)
+            && !tmp.iter().any(|t| real.starts_with(t))
             && is_system_dir(&real, home.as_deref())
         {
             return Err(RpcError::new(
