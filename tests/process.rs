@@ -592,17 +592,22 @@ both_transports!(clean_child, |t| async move {
         .collect();
     lines.sort();
     assert_eq!(lines, vec!["A=1", "B=two words"]);
-    // file:// cwd, arg0.
+    // file:// cwd, arg0. Read-only: a cwd inside /usr cannot be a writable root.
+    let read_only = json!({"type": "read-only"});
     let ev = c
         .run_extra(
             "cwd",
             &["cat", "/proc/self/cmdline"],
-            json!({"cwd": "file:///usr/share", "arg0": "fancy-name"}),
+            json!({"cwd": "file:///usr/share", "arg0": "fancy-name", "sandboxPolicy": read_only}),
         )
         .await;
     assert_eq!(ev.stdout, b"fancy-name\0/proc/self/cmdline\0");
     let ev = c
-        .run_extra("pwd", &["pwd"], json!({"cwd": "file:///usr/share"}))
+        .run_extra(
+            "pwd",
+            &["pwd"],
+            json!({"cwd": "file:///usr/share", "sandboxPolicy": read_only}),
+        )
         .await;
     assert_eq!(ev.stdout, b"/usr/share\n");
     // Only fds 0-2, own process group.
