@@ -33,7 +33,7 @@ pub fn bin() -> String {
 pub fn allow_skip(reason: &str, why: &str) {
     let allowed = std::env::var("STOCKADE_ALLOW_SKIP").unwrap_or_default();
     if allowed.split(',').any(|a| a.trim() == reason) {
-        eprintln!("skipped ({reason}, allowed by STOCKADE_ALLOW_SKIP): {why}");
+        eprintln!("note: test not run ({reason}, an allowed skip per STOCKADE_ALLOW_SKIP): {why}");
     } else {
         panic!(
             "cannot run this test here: {why}. If that is expected on this host, set \
