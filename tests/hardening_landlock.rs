@@ -93,14 +93,6 @@ async fn run_attack(
     (r["sandbox"].clone(), results)
 }
 
-fn expect(results: &BTreeMap<String, String>, name: &str, want: &str) {
-    assert_eq!(
-        results.get(name).map(String::as_str),
-        Some(want),
-        "{name}: {results:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_on_process_cannot_reach_the_server_port() {
     let s = Scratch::new("llport");

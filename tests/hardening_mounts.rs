@@ -59,14 +59,6 @@ def t(name, f):
         .collect()
 }
 
-fn expect(results: &BTreeMap<String, String>, name: &str, want: &str) {
-    assert_eq!(
-        results.get(name).map(String::as_str),
-        Some(want),
-        "{name}: {results:?}"
-    );
-}
-
 /// A 6.3 permission profile: read everywhere, `ws` writable, plus `extra` entries.
 fn profile(ws: &Path, extra: &[(&Path, &str)]) -> Value {
     let entry = |p: &Path, access: &str| json!({"path": {"type": "path", "path": p.to_str().unwrap()}, "access": access});

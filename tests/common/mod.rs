@@ -572,3 +572,36 @@ macro_rules! both_transports {
         }
     };
 }
+
+/// Asserts that a probe's `name=value` results hold `want` for `name`.
+pub fn expect(results: &std::collections::BTreeMap<String, String>, name: &str, want: &str) {
+    assert_eq!(
+        results.get(name).map(String::as_str),
+        Some(want),
+        "{name}: {results:?}"
+    );
+}
+
+/// Runs `sh -c script` under `policy` in `cwd`: (exit code, stdout, stderr).
+pub async fn shell(
+    c: &Client,
+    id: &str,
+    cwd: &std::path::Path,
+    policy: Value,
+    script: &str,
+) -> (i64, String, String) {
+    c.start_with(
+        id,
+        &["sh", "-c", script],
+        json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy,
+        "env": {"PATH": "/usr/bin:/bin", "HOME": cwd.to_str().unwrap()}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start {id}: {e}"));
+    let ev = c.closed(id).await;
+    (
+        ev.exited.unwrap()["exitCode"].as_i64().unwrap(),
+        String::from_utf8_lossy(&ev.stdout).into_owned(),
+        String::from_utf8_lossy(&ev.stderr).into_owned(),
+    )
+}
