@@ -5,6 +5,7 @@ use std::collections::{HashSet, VecDeque};
 
 use super::spawn::Stream;
 use crate::protocol::process::{ReadChunk, ReadResult};
+use crate::sandbox::denials::DenialLog;
 
 /// How the main process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,10 @@ pub struct OutputState {
     pub denial_evidence: bool,
     /// `sandboxDenied` as reported: decided once, at exit, by [`sandbox_denied`].
     pub sandbox_denied: bool,
+    /// What the sandbox refused the tree, from every evidence source.
+    pub denials: DenialLog,
+    /// No process of the tree is left (the keeper exited): the list can no longer grow.
+    pub tree_done: bool,
     write_ids: HashSet<String>,
     write_id_order: VecDeque<String>,
 }
@@ -92,6 +97,8 @@ impl OutputState {
             closed: false,
             denial_evidence: false,
             sandbox_denied: false,
+            denials: DenialLog::default(),
+            tree_done: false,
             write_ids: HashSet::new(),
             write_id_order: VecDeque::new(),
         }
@@ -172,7 +179,13 @@ impl OutputState {
             closed: self.closed,
             failure: None,
             sandbox_denied: self.sandbox_denied,
+            denials: self.denials.report(self.tree_done),
         }
+    }
+
+    /// Whether there is evidence that the sandbox refused an operation of the tree.
+    pub fn has_denial_evidence(&self) -> bool {
+        self.denial_evidence || self.denials.total() > 0
     }
 
     /// Bytes currently retained.

@@ -38,6 +38,10 @@ struct Outcome {
     output_exceeded: bool,
 }
 
+/// How long `process/exited` waits for the keeper to exit after the program did (it exits at
+/// once when the program left no descendant) before it reports `denialsComplete: false`.
+const KEEPER_EXIT_WAIT: Duration = Duration::from_millis(20);
+
 /// Size of one read from an output fd once a process has filled a smaller read. One buffer per
 /// process serves both streams (memory for many concurrent processes stays bounded); pipes are
 /// enlarged to match.
@@ -225,7 +229,14 @@ impl Pump {
                             }
                         }
                     }
-                    emit_exited(&process, &sink, rec, started, outcome, &config).await;
+                    // The denial list is final when nothing of the tree is left: the keeper
+                    // exits right after the program when it has no other child, so give it a
+                    // moment when no descendant holds the output open.
+                    let tree_done = !open[0] && !open[1]
+                        && tokio::time::timeout(KEEPER_EXIT_WAIT, process.keeper().wait())
+                            .await
+                            .is_ok();
+                    emit_exited(&process, &sink, rec, started, outcome, &config, tree_done).await;
                     grace.as_mut().reset(tokio::time::Instant::now() + config.close_grace);
                 },
                 _ = &mut grace, if exited => {
@@ -258,6 +269,7 @@ impl Pump {
         // output) is killed now, then the keeper exits and is reaped.
         process.kill_tree();
         let _ = process.keeper().wait().await;
+        process.state().tree_done = true;
         process.mark_finished();
         tokio::time::sleep(config.retain_exited).await;
         if let Some(table) = table.upgrade() {
@@ -320,6 +332,7 @@ async fn emit_exited(
     started: Instant,
     outcome: Outcome,
     config: &PumpConfig,
+    tree_done: bool,
 ) {
     // No record means the keeper itself was killed (only possible for unconfined processes);
     // report it as a kill.
@@ -341,17 +354,18 @@ async fn emit_exited(
             usage.max_rss_kb = usage.max_rss_kb.max(peak / 1024);
         }
     }
-    let (seq, denied) = {
+    let (seq, denied, denials) = {
         let mut st = process.state();
         let seq = st.allocate_seq();
         st.sandbox_denied = sandbox_denied(
             process.confined,
-            st.denial_evidence,
+            st.has_denial_evidence(),
             &info,
             outcome.timed_out || outcome.output_exceeded,
         );
         st.exit = Some(info.clone());
-        (seq, st.sandbox_denied)
+        st.tree_done |= tree_done;
+        (seq, st.sandbox_denied, st.denials.report(st.tree_done))
     };
     process.notify_changed();
     let mut params = json!({
@@ -360,6 +374,10 @@ async fn emit_exited(
         "exitCode": info.code,
         "sandboxDenied": denied,
         "usage": usage,
+        "denials": denials.denials,
+        "denialsTotal": denials.denials_total,
+        "denialsComplete": denials.denials_complete,
+        "denialSources": denials.denial_sources,
     });
     if let Some(sig) = &info.signal {
         params["signal"] = json!(sig);

@@ -123,6 +123,75 @@ pub struct ReadResult {
     /// The process failed and the sandbox refused something on the way (section 6.5); false
     /// until it exited.
     pub sandbox_denied: bool,
+    /// What the sandbox refused so far (stockade extension, section 6.5).
+    #[serde(flatten)]
+    pub denials: DenialsReport,
+}
+
+/// What a denial refused: a filesystem access, a network destination, a syscall, a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DenialKind {
+    /// A filesystem access (`path` names the object).
+    Fs,
+    /// A network destination (`object` names it).
+    Net,
+    /// A syscall the filter refuses (`access` names it, `args` the decoded arguments).
+    Syscall,
+    /// A signal to a process outside the sandbox (`object` names the target).
+    Signal,
+}
+
+/// Which evidence source saw a denial (section 6.5). Clients must accept values they do not
+/// know: new sources are added over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DenialSource {
+    /// seccomp user notification: the supervisor answered the refused call itself (exact).
+    Seccomp,
+    /// A Landlock audit record (exact; root in the initial network namespace only).
+    Landlock,
+    /// An error text on stderr or the terminal naming a path the policy denies.
+    Stderr,
+}
+
+/// One deduplicated refusal (stockade extension, section 6.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Denial {
+    /// What kind of operation was refused.
+    pub kind: DenialKind,
+    /// The refused access: Landlock's right names for `fs` and `net` (`write_file`,
+    /// `make_reg`, `connect_tcp`; `read` or `write` when the source cannot tell more), the
+    /// syscall's name for `syscall`.
+    pub access: Vec<String>,
+    /// The file the access was refused on (`fs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The refused object other than a path: a destination (`net`), a target (`signal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// A refused syscall's decoded arguments (`AF_INET`, `SOCK_STREAM`, `mode=04755`, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Which source saw it first.
+    pub source: DenialSource,
+    /// How many times it was seen.
+    pub count: u64,
+}
+
+/// The denial fields of `process/exited` and the `process/read` result (section 6.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DenialsReport {
+    /// Distinct refusals in order of first occurrence, at most 32.
+    pub denials: Vec<Denial>,
+    /// Every refusal seen, duplicates and those beyond the cap included.
+    pub denials_total: u64,
+    /// False when refusals may be missing: evidence was lost, or the tree may still run.
+    pub denials_complete: bool,
+    /// The evidence sources that were active for this process.
+    pub denial_sources: Vec<DenialSource>,
 }
 
 /// Params of `process/write`.

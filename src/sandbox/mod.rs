@@ -3,6 +3,7 @@
 //! `mountns`, `tracking`) and what the child applies between fork and exec (`child`).
 
 pub mod child;
+pub mod denials;
 pub mod landlock;
 pub mod links;
 pub mod mountns;
