@@ -26,11 +26,7 @@ fn rights_per_abi() -> Value {
 /// Measures the host and checks every built-in policy; `cap` simulates an older Landlock ABI.
 pub fn report(cap: Option<i32>) -> Value {
     let abi = probe::landlock_abi();
-    let host = HostSupport {
-        landlock_abi: probe::landlock_abi_in_use(cap),
-        seccomp: probe::seccomp(),
-        user_namespaces: probe::user_namespaces(),
-    };
+    let host = HostSupport::measure(cap);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -41,7 +37,11 @@ pub fn report(cap: Option<i32>) -> Value {
         ..SandboxSettings::default()
     };
     let cache = SeccompCache::build();
-    let cwd = std::env::temp_dir();
+    // A workspace like a real one: a git checkout, whose `.git` is a read-only carve-out
+    // (a directory without one would not show that carve-outs are impossible here).
+    let scratch = std::env::temp_dir().join(format!("stockade-doctor-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(scratch.join(".git"));
+    let cwd = scratch.clone();
     let mut policies = serde_json::Map::new();
     for ty in [
         "read-only",
@@ -65,6 +65,8 @@ pub fn report(cap: Option<i32>) -> Value {
         };
         policies.insert(ty.to_string(), verdict);
     }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let probes = probe::probes();
     json!({
         "kernel": kernel,
         "landlockAbi": host.landlock_abi,
@@ -73,6 +75,8 @@ pub fn report(cap: Option<i32>) -> Value {
         "landlockRightsAddedPerAbi": rights_per_abi(),
         "seccomp": host.seccomp,
         "userNamespaces": host.user_namespaces,
+        "mountNamespaces": host.mount_namespaces.name(),
+        "probes": serde_json::to_value(probes).unwrap_or_default(),
         "runningAsRoot": root,
         "sharedMountNamespaces": probe::setns_keeps_root(),
         "inotifyMaxUserWatches": probe::inotify_max_user_watches(),
@@ -136,6 +140,26 @@ pub fn human(r: &Value) -> String {
     }
     out.push_str(&format!("seccomp           {}\n", r["seccomp"]));
     out.push_str(&format!("user namespaces   {}\n", r["userNamespaces"]));
+    out.push_str(&format!(
+        "mount namespaces  {}\n",
+        r["mountNamespaces"].as_str().unwrap_or("?")
+    ));
+    out.push_str("probes            each tried for real at startup:\n");
+    for (name, p) in r["probes"].as_object().into_iter().flatten() {
+        if !p.is_object() {
+            continue;
+        }
+        if p["available"] == true {
+            out.push_str(&format!("  {name:<26} available\n"));
+        } else {
+            out.push_str(&format!(
+                "  {name:<26} UNAVAILABLE: {}\n  {:<26} fix: {}\n",
+                p["error"].as_str().unwrap_or("?"),
+                "",
+                p["fix"].as_str().unwrap_or("?")
+            ));
+        }
+    }
     out.push_str(&format!("running as root   {}\n", r["runningAsRoot"]));
     out.push_str(&format!(
         "shared mount ns   {}{}\n",

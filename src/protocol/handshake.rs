@@ -53,6 +53,12 @@ pub struct SandboxSupport {
     pub seccomp: bool,
     /// Whether user namespaces can be created.
     pub user_namespaces: bool,
+    /// How processes get their private mount namespace: `direct`, `userNamespace` or
+    /// `unavailable` (then requests that need one fail closed, naming `probes`' fix).
+    pub mount_namespaces: String,
+    /// The startup probes (mount, user and network namespaces, Landlock, seccomp user
+    /// notification): `available`, and when not, `error` and `fix`.
+    pub probes: serde_json::Value,
     /// Policy types accepted by this server after its ceiling.
     pub policies: Vec<String>,
 }

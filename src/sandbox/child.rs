@@ -727,7 +727,7 @@ fn pin_link(path: &CStr) -> Result<(), i32> {
 }
 
 /// Remounts a bind mount read-only, keeping the flags a user namespace may not clear.
-fn remount_read_only(p: *const libc::c_char) -> bool {
+pub(crate) fn remount_read_only(p: *const libc::c_char) -> bool {
     // SAFETY: statvfs into a zeroed struct; mount with a valid path.
     unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();

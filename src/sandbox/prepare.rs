@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::landlock::{self, RulesetSpec};
 use super::policy::{Access, Filesystem, FsEntry, Level, SandboxPolicy};
+use super::probe::{self, MountNamespaces};
 use super::seccomp;
 use super::server_files::{Current, ServerFiles};
 use super::tracking::{self, Carved, Protection};
@@ -119,8 +120,24 @@ pub struct HostSupport {
     pub landlock_abi: i32,
     /// seccomp filters available.
     pub seccomp: bool,
-    /// User namespaces available (needed for the mount namespace when not root).
+    /// User namespaces available (the startup probe).
     pub user_namespaces: bool,
+    /// How processes get their private mount namespace (the startup probe).
+    pub mount_namespaces: probe::MountNamespaces,
+}
+
+impl HostSupport {
+    /// Measures this host (the probes run once per process); `cap` simulates an older
+    /// Landlock ABI.
+    pub fn measure(cap: Option<i32>) -> HostSupport {
+        let probes = probe::probes();
+        HostSupport {
+            landlock_abi: probe::landlock_abi_in_use(cap),
+            seccomp: probe::seccomp(),
+            user_namespaces: probes.user_namespace.available,
+            mount_namespaces: probes.mount_namespace_mode,
+        }
+    }
 }
 
 /// Precompiled seccomp programs (one per network setting), built at startup.
@@ -731,12 +748,11 @@ pub fn prepare(
         }
         // The mounts copied from the host count against the kernel's per-namespace limit too;
         // leave them room.
-        let room = super::probe::mount_max().saturating_sub(MOUNTS_RESERVED);
-        if !m.is_empty() && !server_is_root && !host.user_namespaces {
-            missing.push(
-                "user namespaces (for the private mount namespace that makes everything outside the writable roots read-only, and subpaths read-only or hidden)"
-                    .into(),
-            );
+        let room = probe::mount_max().saturating_sub(MOUNTS_RESERVED);
+        if let (false, MountNamespaces::Unavailable(fix)) = (m.is_empty(), host.mount_namespaces) {
+            missing.push(format!(
+                "a private mount namespace (to make everything outside the writable roots read-only, and subpaths read-only or hidden): {fix}"
+            ));
         } else if m.len() > room {
             missing.push(format!(
                 "room for {} mounts in one mount namespace (fs.mount-max allows about {room}) to make {} hard links to files outside the writable roots read-only (remove them, or start the server with --no-protect-hard-links)",
@@ -760,11 +776,12 @@ pub fn prepare(
             op.extend_from_slice(path.as_os_str().as_bytes());
             mounts.push(op);
         }
-        if !mounts.is_empty() && !server_is_root && !host.user_namespaces {
-            missing.push(
-                "user namespaces (for the private mount namespace that hides the server's own files)"
-                    .into(),
-            );
+        if let (false, MountNamespaces::Unavailable(fix)) =
+            (mounts.is_empty(), host.mount_namespaces)
+        {
+            missing.push(format!(
+                "a private mount namespace (to hide the server's own files): {fix}"
+            ));
             mounts.clear();
         }
         if !mounts.is_empty() {
@@ -875,7 +892,7 @@ pub fn prepare(
         no_new_privs: true,
         drop_caps: server_is_root,
         no_core: true,
-        userns: !mounts.is_empty() && !server_is_root,
+        userns: !mounts.is_empty() && host.mount_namespaces == MountNamespaces::InUserNamespace,
         mounts,
         confined: true,
         report,
@@ -906,11 +923,7 @@ mod tests {
             },
         )
         .unwrap();
-        let host = HostSupport {
-            landlock_abi: probe::landlock_abi(),
-            seccomp: probe::seccomp(),
-            user_namespaces: probe::user_namespaces(),
-        };
+        let host = HostSupport::measure(None);
         if host.landlock_abi < 6 {
             return; // Nothing else to check on a host that refuses the policy anyway.
         }

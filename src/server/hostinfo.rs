@@ -44,6 +44,8 @@ impl HostInfo {
                 landlock_abi: probe::landlock_abi(),
                 seccomp: true,
                 user_namespaces: probe::user_namespaces(),
+                mount_namespaces: probe::probes().mount_namespace_mode.name().into(),
+                probes: serde_json::to_value(probe::probes()).unwrap_or_default(),
                 policies: vec!["danger-full-access".into()],
             },
         }

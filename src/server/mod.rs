@@ -69,11 +69,7 @@ pub struct Server {
 impl Server {
     /// Builds a server around a started zygote (see [`crate::process::zygote`]).
     pub fn new(mut config: ServerConfig, zygote: Zygote) -> std::io::Result<Arc<Server>> {
-        let host_support = HostSupport {
-            landlock_abi: probe::landlock_abi_in_use(config.sandbox.landlock_abi_cap),
-            seccomp: probe::seccomp(),
-            user_namespaces: probe::user_namespaces(),
-        };
+        let host_support = HostSupport::measure(config.sandbox.landlock_abi_cap);
         let seccomp = SeccompCache::build();
         // Once, before the settings are shared: the ruleset keeping processes off our ports.
         config
