@@ -9,6 +9,7 @@ pub mod config;
 pub mod doctor;
 pub mod env;
 pub mod fs;
+pub mod network;
 pub mod paths;
 pub mod process;
 pub mod protocol;
