@@ -159,7 +159,111 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Nanoseconds per refused `socket(AF_INET)` in a confined Python loop (network off), as the
+/// program itself measures it, and per call of its allowed counterpart (`socketpair`).
+fn refused_call_ns(s: &mut Server, tag: &str, calls: usize) -> (f64, f64) {
+    let out = std::env::temp_dir().join(format!("stockade-bench-{tag}-{}", std::process::id()));
+    let code = format!(
+        "import socket, time\nn = {calls}\nt = time.perf_counter_ns()\nfor _ in range(n):\n try:\n  socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n except OSError:\n  pass\nr = (time.perf_counter_ns() - t) / n\nt = time.perf_counter_ns()\nfor _ in range(n):\n try:\n  a, b = socket.socketpair()\n  a.close(); b.close()\n except OSError:\n  pass\nk = (time.perf_counter_ns() - t) / n\nopen({:?}, 'w').write(f'{{r}} {{k}}')\n",
+        out.to_str().unwrap()
+    );
+    s.run(
+        tag,
+        &["/usr/bin/python3", "-c", &code],
+        json!({"sandboxPolicy": {"type": "workspace-write", "network_access": false}}),
+    );
+    let text = std::fs::read_to_string(&out).expect("the refusal loop's result");
+    let _ = std::fs::remove_file(&out);
+    let mut it = text.split(' ').map(|x| x.parse::<f64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+/// `--refusals`: what seccomp user notification costs (issue 16): a refused call answered by
+/// the server against the plain filter's kernel answer (a server started under an outer
+/// seccomp listener, so that its processes fall back to the plain filter), and the sandboxed
+/// spawn against the unsandboxed one.
+fn refusal_rows(n: usize) {
+    let calls = 20_000;
+    let mut notified =
+        Server::start(&["--retain-exited-ms", "0", "--ceiling", "danger-full-access"]);
+    let bin = std::env::var("STOCKADE_BIN").unwrap_or_else(|_| "target/release/stockade".into());
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").args(["--retain-exited-ms", "0"]);
+    // SAFETY: between fork and exec only raw syscalls on stack data.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let allow = [libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            }];
+            let prog = libc::sock_fprog {
+                len: 1,
+                filter: allow.as_ptr() as *mut _,
+            };
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            let fd = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::fcntl(fd as i32, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut plain = Server::start_cmd(cmd);
+    let (mut with_notify, mut with_plain, mut allowed) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..5 {
+        let (r, a) = refused_call_ns(&mut notified, &format!("rn{k}"), calls);
+        with_notify.push(r);
+        allowed.push(a);
+        with_plain.push(refused_call_ns(&mut plain, &format!("rp{k}"), calls).0);
+    }
+    let (rn, rp, al) = (
+        pct(&mut with_notify, 0.5),
+        pct(&mut with_plain, 0.5),
+        pct(&mut allowed, 0.5),
+    );
+    let unconfined = json!({"sandboxPolicy": {"type": "danger-full-access"}});
+    let confined = json!({"sandboxPolicy": {"type": "workspace-write"}});
+    let (mut sto, mut sbx) = (Vec::new(), Vec::new());
+    for k in 0..n {
+        let t = Instant::now();
+        notified.run(&format!("p{k}"), &["/bin/true"], unconfined.clone());
+        sto.push(ms(t.elapsed()));
+        let t = Instant::now();
+        notified.run(&format!("s{k}"), &["/bin/true"], confined.clone());
+        sbx.push(ms(t.elapsed()));
+    }
+    let (sm, xm) = (pct(&mut sto, 0.5), pct(&mut sbx, 0.5));
+    println!("| figure | baseline | measured | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| refused `socket(AF_INET)` with user notification, in a Python loop, median of 5x{calls} | plain filter (EPERM in the kernel) {:.2} µs | {:.2} µs | +{:.2} µs |",
+        rp / 1000.0,
+        rn / 1000.0,
+        (rn - rp) / 1000.0
+    );
+    println!(
+        "| the loop's allowed counterpart (`socketpair` + 2 `close`) | - | {:.2} µs | - |",
+        al / 1000.0
+    );
+    println!(
+        "| spawn `/bin/true` sandboxed (workspace-write, with the listener), median (n={n}) | unsandboxed {sm:.3} ms | {xm:.3} ms | {:.2} |",
+        xm / sm
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--refusals") {
+        refusal_rows(200);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 200 } else { 1000 };
     let total: usize = if quick { 200_000_000 } else { 1_000_000_000 };

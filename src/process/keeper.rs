@@ -360,6 +360,7 @@ pub unsafe fn keeper_main(
             ns_a,
             ns_b,
             child_list,
+            plan.sandbox.notify_sock,
         ]);
 
         let failure = FailureSlot::default();

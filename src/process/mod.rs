@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod keeper;
 pub mod output;
 pub mod pump;
+pub mod refusals;
 pub mod resolve;
 pub mod spawn;
 pub mod sys;

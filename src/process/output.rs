@@ -185,7 +185,7 @@ impl OutputState {
 
     /// Whether there is evidence that the sandbox refused an operation of the tree.
     pub fn has_denial_evidence(&self) -> bool {
-        self.denial_evidence || self.denials.total() > 0
+        self.denial_evidence || self.denials.has_evidence()
     }
 
     /// Bytes currently retained.

@@ -87,6 +87,9 @@ pub struct Spawned {
     /// With [`SpawnNamespace::BuildAndCapture`]: the namespace's fds (user namespace first,
     /// when there is one), as the program sent them before exec; empty if it could not.
     pub captured: Vec<OwnedFd>,
+    /// With `request.has_notify_socket`: the listener of the program's seccomp filter, or
+    /// `None` when the program could not install one and runs under the plain filter.
+    pub listener: Option<OwnedFd>,
 }
 
 /// Why a spawn failed.
@@ -250,12 +253,20 @@ impl Spawner {
             raw.push(c.as_raw_fd());
         }
         raw.extend(ns_fds);
+        let notify = if spec.request.has_notify_socket {
+            let pair = sys::seqpacket_pair().map_err(setup("seccomp listener socket"))?;
+            raw.push(pair.1.as_raw_fd());
+            Some(pair)
+        } else {
+            None
+        };
         self.send(len, inline, &raw)
             .await
             .map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
         drop((child_stdin, child_stdout, child_stderr, status_w, memfd));
         let capture = capture.map(|(server_end, _child_end)| server_end);
+        let notify = notify.map(|(server_end, _child_end)| server_end);
 
         let mut status = pipe::Receiver::from_owned_fd(status_r).map_err(setup("status pipe"))?;
         let mut report = [0u8; START_REPORT_LEN];
@@ -279,8 +290,13 @@ impl Spawner {
         let pid = report.target;
         // The program sent its namespace before exec, and exec has happened: it is queued.
         let captured = capture.as_ref().map(sys::recv_fds_now).unwrap_or_default();
+        // Likewise the seccomp listener.
+        let listener = notify
+            .as_ref()
+            .and_then(|s| sys::recv_fds_now(s).into_iter().next());
         Ok(Spawned {
             captured,
+            listener,
             pid,
             keeper,
             outputs,

@@ -68,6 +68,9 @@ pub struct KeeperRequest {
     pub has_cgroup: bool,
     /// How the target gets its mount namespace (when it needs one).
     pub namespace: NamespaceMode,
+    /// `seccomp` holds a user-notification filter and its plain fallback; the socket the
+    /// target sends the filter's listener on is attached last.
+    pub has_notify_socket: bool,
 }
 
 /// How the target gets its mount namespace; the fds it needs follow the cgroup's.
@@ -168,6 +171,7 @@ impl KeeperRequest {
         out.push(self.has_cgroup as u8);
         out.push(self.namespace.byte());
         out.push(self.has_port_guard as u8);
+        out.push(self.has_notify_socket as u8);
         out
     }
 
@@ -200,15 +204,22 @@ impl KeeperRequest {
             has_cgroup: *r.0.get(5)? != 0,
             namespace: NamespaceMode::from_byte(*r.0.get(6)?)?,
             has_port_guard: *r.0.get(7)? != 0,
+            has_notify_socket: *r.0.get(8)? != 0,
         };
-        if r.0.len() != 8 {
+        if r.0.len() != 9 {
             return None;
         }
         Some(req)
     }
 
     /// The exec plan; `ns_fds` are the fds the namespace mode attached, in order.
-    fn into_plan(self, ruleset_fd: i32, port_guard_fd: i32, ns_fds: &[i32]) -> Option<ExecPlan> {
+    fn into_plan(
+        self,
+        ruleset_fd: i32,
+        port_guard_fd: i32,
+        ns_fds: &[i32],
+        notify_sock: i32,
+    ) -> Option<ExecPlan> {
         let c = |b: Vec<u8>| CString::new(b).ok();
         let mut sandbox = ChildSandbox::new(
             ruleset_fd,
@@ -218,6 +229,12 @@ impl KeeperRequest {
             self.no_core,
         );
         sandbox.port_guard_fd = port_guard_fd;
+        if self.has_notify_socket {
+            if notify_sock < 0 || sandbox.seccomp.len() != 2 {
+                return None;
+            }
+            sandbox.notify_sock = notify_sock;
+        }
         for rl in &self.rlimits {
             if rl.len() != 12 {
                 return None;
@@ -292,13 +309,13 @@ pub struct Zygote {
 /// Number of fds passed with every request (stdin, stdout, stderr, status pipe);
 /// then, in this order and only when present: the request memfd (a request too large to travel
 /// inline), the Landlock ruleset, the port guard ruleset, the process cgroup's `cgroup.procs`, the namespace fds of
-/// [`NamespaceMode`].
+/// [`NamespaceMode`], the seccomp listener socket.
 const FDS_PER_REQUEST: usize = 4;
 
 /// Requests up to this size travel inside the datagram; larger ones in a memfd (sent as the
 /// fifth fd). Most requests are a few KiB: the inline path saves a memfd per spawn.
 pub const INLINE_MAX: usize = 32 * 1024;
-const MAX_FDS_PER_REQUEST: usize = 10;
+const MAX_FDS_PER_REQUEST: usize = 11;
 
 /// Idle keepers kept ready.
 const POOL_SIZE: usize = 4;
@@ -656,11 +673,27 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         }
         None => Vec::new(),
     };
-    let plan = match decoded.and_then(|r| r.into_plan(ruleset_fd, port_guard_fd, &ns_fds)) {
-        Some(p) => p,
-        // SAFETY: exiting.
-        None => unsafe { libc::_exit(1) },
+    let notify_sock = match &decoded {
+        Some(r) if r.has_notify_socket => {
+            let index = next_fd
+                + usize::from(r.has_ruleset)
+                + usize::from(r.has_port_guard)
+                + usize::from(r.has_cgroup)
+                + ns_fds.len();
+            match fds.get(index) {
+                Some(fd) => fd.as_raw_fd(),
+                // SAFETY: exiting: the promised socket is missing.
+                None => unsafe { libc::_exit(1) },
+            }
+        }
+        _ => -1,
     };
+    let plan =
+        match decoded.and_then(|r| r.into_plan(ruleset_fd, port_guard_fd, &ns_fds, notify_sock)) {
+            Some(p) => p,
+            // SAFETY: exiting.
+            None => unsafe { libc::_exit(1) },
+        };
     let child_fds = ChildFds {
         stdin: fds[0].as_raw_fd(),
         stdout: fds[1].as_raw_fd(),
@@ -695,6 +728,7 @@ mod tests {
             has_cgroup: true,
             namespace: NamespaceMode::Join,
             has_port_guard: true,
+            has_notify_socket: true,
         };
         assert_eq!(KeeperRequest::decode(&r.encode()), Some(r.clone()));
         let enc = r.encode();

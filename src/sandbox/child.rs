@@ -116,6 +116,11 @@ pub struct ChildSandbox {
     pub seccomp: Vec<Vec<libc::sock_filter>>,
     /// `sock_fprog`s pointing into `seccomp` (built once, in the parent).
     fprogs: Vec<libc::sock_fprog>,
+    /// A socket to send the seccomp listener on (-1: none). Then `seccomp` is a
+    /// user-notification filter and its plain fallback: the first is installed with a
+    /// listener, which goes to the server; when no listener can be had (an outer filter has
+    /// one: EBUSY), the second, which answers EPERM in the kernel.
+    pub notify_sock: i32,
     /// Set no_new_privs.
     pub no_new_privs: bool,
     /// Empty the bounding set, clear ambient and inheritable capabilities.
@@ -198,6 +203,7 @@ impl ChildSandbox {
             port_guard_fd: -1,
             seccomp,
             fprogs: Vec::new(),
+            notify_sock: -1,
             no_new_privs,
             drop_caps,
             no_core,
@@ -221,6 +227,7 @@ impl ChildSandbox {
         ChildSandbox {
             ruleset_fd: -1,
             port_guard_fd: -1,
+            notify_sock: -1,
             ..ChildSandbox::default()
         }
     }
@@ -392,15 +399,19 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> 
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // seccomp last: nothing after it but execve (which the filters allow).
-        for prog in &sb.fprogs {
-            if libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0u32,
-                prog as *const libc::sock_fprog,
-            ) < 0
-            {
-                fail(ep, Stage::Seccomp, errno());
+        if sb.notify_sock >= 0 {
+            install_with_listener(sb, ep);
+        } else {
+            for prog in &sb.fprogs {
+                if libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0u32,
+                    prog as *const libc::sock_fprog,
+                ) < 0
+                {
+                    fail(ep, Stage::Seccomp, errno());
+                }
             }
         }
         libc::execve(
@@ -409,6 +420,75 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> 
             plan.envp_ptrs.as_ptr(),
         );
         fail(ep, Stage::Exec, errno())
+    }
+}
+
+/// Installs the user-notification filter with a listener and sends the listener to the server;
+/// installs the plain fallback instead when no listener can be had. Async-signal-safe.
+fn install_with_listener(sb: &ChildSandbox, ep: &FailureSlot) {
+    let (Some(notify), Some(plain)) = (sb.fprogs.first(), sb.fprogs.get(1)) else {
+        fail(ep, Stage::Seccomp, libc::EINVAL)
+    };
+    let install = |prog: &libc::sock_fprog, flags: libc::c_ulong| {
+        // SAFETY: seccomp reads the program the fprog points to (owned by the plan).
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                prog as *const libc::sock_fprog,
+            )
+        }
+    };
+    // A call received by the server waits killably only: a signal cannot restart it (and
+    // report it twice). Kernels before 5.19 do not know the flag.
+    let listener_flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    let mut listener = install(
+        notify,
+        listener_flags | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    );
+    if listener < 0 && errno() == libc::EINVAL {
+        listener = install(notify, listener_flags);
+    }
+    if listener < 0 {
+        // EBUSY: an outer filter (stockade itself runs under a seccomp notifier) has the one
+        // listener a chain may have; EINVAL/ENOSYS: the kernel has none. The plain filter
+        // refuses the same calls; the server sees no listener arrive and says so.
+        if install(plain, 0) < 0 {
+            fail(ep, Stage::Seccomp, errno());
+        }
+        return;
+    }
+    // Without the listener at the server every refused call would answer ENOSYS (the
+    // listener closes at exec): never exec then.
+    if !send_fd(sb.notify_sock, listener as i32) {
+        fail(ep, Stage::Seccomp, errno());
+    }
+    // SAFETY: closing our copy; the server holds its own.
+    unsafe { libc::close(listener as i32) };
+}
+
+/// Sends one fd over a `SOCK_SEQPACKET` socket. Async-signal-safe (stack buffers only).
+fn send_fd(sock: i32, fd: i32) -> bool {
+    // SAFETY: sendmsg over stack buffers sized for one fd.
+    unsafe {
+        let mut byte = [1u8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 3];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) == 1
     }
 }
 

@@ -140,7 +140,9 @@ impl HostSupport {
     }
 }
 
-/// Precompiled seccomp programs (one per network setting), built at startup.
+/// Precompiled seccomp programs (one pair per network setting), built at startup: each pair is
+/// the user-notification variant and the plain one the child falls back to when it cannot
+/// install a listener (see [`seccomp::FilterSpec::notify`]).
 #[derive(Debug, Clone)]
 pub struct SeccompCache {
     with_network: Vec<u8>,
@@ -151,7 +153,13 @@ impl SeccompCache {
     /// Generates both variants.
     pub fn build() -> SeccompCache {
         let c = |block_network| {
-            seccomp::encode(&seccomp::compile(seccomp::FilterSpec { block_network }))
+            let variant = |notify| {
+                seccomp::compile(seccomp::FilterSpec {
+                    block_network,
+                    notify,
+                })
+            };
+            seccomp::encode(&[variant(true), variant(false)].concat())
         };
         SeccompCache {
             with_network: c(false),
@@ -171,7 +179,8 @@ pub struct Prepared {
     /// The ruleset denying the server's own ports, stacked after `ruleset` (see
     /// [`SupervisorPorts`]).
     pub port_guard: Option<Arc<OwnedFd>>,
-    /// Encoded seccomp programs (empty: none).
+    /// Encoded seccomp programs (empty: none): the user-notification filter and its plain
+    /// fallback (see [`SeccompCache`]).
     pub seccomp: Vec<u8>,
     /// Set no_new_privs.
     pub no_new_privs: bool,

@@ -20,6 +20,12 @@
 pub struct FilterSpec {
     /// Refuse creating sockets (every family; `socketpair` stays allowed).
     pub block_network: bool,
+    /// Hand every refusal that answers EPERM to the supervisor (`SECCOMP_RET_USER_NOTIF`)
+    /// instead of answering it in the kernel: the supervisor answers EPERM itself and records
+    /// the call with its arguments (see [`crate::sandbox::denials::notify`]). Installed with
+    /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`; ENOSYS answers and the foreign-ABI kill stay in the
+    /// kernel (they are not refusals of the policy).
+    pub notify: bool,
 }
 
 /// Syscalls always refused under hardening (EPERM).
@@ -81,6 +87,7 @@ pub type BpfProgram = Vec<libc::sock_filter>;
 const RET_ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
 const RET_ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO
 const RET_KILL_PROCESS: u32 = 0x8000_0000; // SECCOMP_RET_KILL_PROCESS
+const RET_USER_NOTIF: u32 = 0x7fc0_0000; // SECCOMP_RET_USER_NOTIF
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 #[cfg(target_arch = "aarch64")]
@@ -372,6 +379,94 @@ fn check_block(v: Verdict) -> Vec<Op> {
     }
 }
 
+/// Why the filter refused a call, as words for a denial report: the arguments its verdict
+/// looked at, decoded (`AF_INET`, `SOCK_STREAM`, `CLONE_NEWUSER`, `mode=04755`, `pid=1234`,
+/// `TIOCSTI`). Empty for calls refused whatever their arguments (except the decoded flags of
+/// `unshare`).
+pub fn refusal_args(nr: i64, args: [u64; 6]) -> Vec<String> {
+    let int = |i: u32| args[i as usize] as u32;
+    let verdict = table(FilterSpec {
+        block_network: true,
+        notify: false,
+    })
+    .into_iter()
+    .find(|e| e.0 as i64 == nr)
+    .map(|e| e.1);
+    let ns_flags = |flags: u32| -> Vec<String> {
+        let names = [
+            (libc::CLONE_NEWNS, "CLONE_NEWNS"),
+            (libc::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+            (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
+            (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
+            (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
+            (libc::CLONE_NEWPID, "CLONE_NEWPID"),
+            (libc::CLONE_NEWNET, "CLONE_NEWNET"),
+            (0x80, "CLONE_NEWTIME"),
+        ];
+        names
+            .iter()
+            .filter(|(f, _)| flags & *f as u32 != 0)
+            .map(|(_, n)| n.to_string())
+            .collect()
+    };
+    if nr == libc::SYS_unshare {
+        return ns_flags(int(0));
+    }
+    match verdict {
+        Some(Verdict::SocketCheck) => socket_words(int(0), int(1), int(2)),
+        Some(Verdict::Eperm) if nr == libc::SYS_socket => socket_words(int(0), int(1), int(2)),
+        Some(Verdict::IoctlCheck) => vec![match int(1) as u64 {
+            libc::TIOCSTI => "TIOCSTI".to_string(),
+            libc::TIOCLINUX => "TIOCLINUX".to_string(),
+            other => format!("request={other:#x}"),
+        }],
+        Some(Verdict::CloneCheck) => ns_flags(int(0)),
+        Some(Verdict::SetIdMode(m)) | Some(Verdict::SetIdCreate(_, m)) => {
+            vec![format!("mode=0{:o}", int(m) & 0o7777)]
+        }
+        Some(Verdict::CallerOnly(p)) => vec![format!("pid={}", int(p) as i32)],
+        Some(Verdict::PrlimitCheck) => vec![format!("pid={}", int(0) as i32)],
+        Some(Verdict::CallerProcessOnly(_)) => {
+            vec![
+                format!("which={}", int(0) as i32),
+                format!("who={}", int(1) as i32),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `socket(family, type, protocol)` as words: the family and type names (numbers when
+/// unknown), and the protocol when it is what the filter refuses (MPTCP).
+fn socket_words(family: u32, ty: u32, protocol: u32) -> Vec<String> {
+    let family = match family as i32 {
+        libc::AF_UNIX => "AF_UNIX".to_string(),
+        libc::AF_INET => "AF_INET".to_string(),
+        libc::AF_INET6 => "AF_INET6".to_string(),
+        libc::AF_NETLINK => "AF_NETLINK".to_string(),
+        libc::AF_PACKET => "AF_PACKET".to_string(),
+        libc::AF_VSOCK => "AF_VSOCK".to_string(),
+        libc::AF_BLUETOOTH => "AF_BLUETOOTH".to_string(),
+        libc::AF_ALG => "AF_ALG".to_string(),
+        43 => "AF_SMC".to_string(),
+        other => format!("family={other}"),
+    };
+    let kind = ty & 0xf;
+    let ty = match kind as i32 {
+        libc::SOCK_STREAM => "SOCK_STREAM".to_string(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".to_string(),
+        libc::SOCK_RAW => "SOCK_RAW".to_string(),
+        libc::SOCK_SEQPACKET => "SOCK_SEQPACKET".to_string(),
+        libc::SOCK_RDM => "SOCK_RDM".to_string(),
+        other => format!("type={other}"),
+    };
+    let mut words = vec![family, ty];
+    if protocol == IPPROTO_MPTCP {
+        words.push("IPPROTO_MPTCP".into());
+    }
+    words
+}
+
 /// Generates the filter; the programs are applied in order (there is one).
 pub fn compile(spec: FilterSpec) -> Vec<BpfProgram> {
     let mut g = Gen {
@@ -403,7 +498,11 @@ pub fn compile(spec: FilterSpec) -> Vec<BpfProgram> {
         Op::Mark(Label::Allow),
         Op::Ret(RET_ALLOW),
         Op::Mark(Label::Eperm),
-        Op::Ret(RET_ERRNO | libc::EPERM as u32),
+        Op::Ret(if spec.notify {
+            RET_USER_NOTIF
+        } else {
+            RET_ERRNO | libc::EPERM as u32
+        }),
         Op::Mark(Label::Enosys),
         Op::Ret(RET_ERRNO | libc::ENOSYS as u32),
         Op::Mark(Label::Kill),
@@ -647,16 +746,25 @@ mod tests {
     #[test]
     fn every_syscall_number_gets_its_verdict() {
         let (singles, pairs) = (single_argsets(), pair_argsets());
-        for block_network in [false, true] {
-            let p = compile(FilterSpec { block_network });
+        for (block_network, notify) in [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let p = compile(FilterSpec {
+                block_network,
+                notify,
+            });
             assert_eq!(p.len(), 1);
             let p = &p[0];
             assert!(p.len() < 160, "{} instructions", p.len());
+            // The notify variant hands exactly the EPERM refusals to the supervisor.
+            let want = |nr: u32, args: [u64; 6]| match expected(block_network, nr, args) {
+                EPERM if notify => RET_USER_NOTIF,
+                other => other,
+            };
             let check = |nr: u32, args: &[u64; 6]| {
                 assert_eq!(
                     run(p, &data(AUDIT_ARCH, nr, *args)),
-                    expected(block_network, nr, *args),
-                    "nr {nr} args {args:?} network blocked {block_network}"
+                    want(nr, *args),
+                    "nr {nr} args {args:?} network blocked {block_network} notify {notify}"
                 );
             };
             for nr in (0..1024u32).chain([X32_SYSCALL_BIT, X32_SYSCALL_BIT | 101, u32::MAX]) {
@@ -682,6 +790,7 @@ mod tests {
         // themselves, so that a mistake made in both places still shows.
         let p = &compile(FilterSpec {
             block_network: false,
+            notify: false,
         })[0];
         let at = |nr: i64, args: [u64; 6]| run(p, &data(AUDIT_ARCH, nr as u32, args));
         let creat = (libc::O_CREAT | libc::O_WRONLY) as u64;
@@ -755,6 +864,7 @@ mod tests {
         // argument check (6) and the return.
         let p = &compile(FilterSpec {
             block_network: true,
+            notify: false,
         })[0];
         for nr in 0..512u32 {
             for args in [[0u64; 6], [1234, 0, 1, 0, 0, 0]] {
@@ -768,6 +878,7 @@ mod tests {
     fn encode_roundtrips() {
         let p = compile(FilterSpec {
             block_network: true,
+            notify: false,
         });
         let d = decode(&encode(&p)).unwrap();
         assert_eq!(d.len(), 1);

@@ -22,8 +22,8 @@ use crate::process::spawn::{SpawnError, SpawnNamespace, SpawnSpec};
 use crate::process::table::{Lookup, Process};
 use crate::process::zygote::KeeperRequest;
 use crate::protocol::process::{
-    Limits, ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult,
-    WriteParams, WriteStatus,
+    DenialSource, Limits, ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams,
+    StartResult, WriteParams, WriteStatus,
 };
 use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
@@ -415,6 +415,7 @@ async fn start_inner(
         SpawnNamespace::Join(_) => Vec::new(),
         _ => prepared.mounts,
     };
+    let has_notify_socket = !prepared.seccomp.is_empty();
     let mut spec = SpawnSpec {
         request: KeeperRequest {
             program: program.as_os_str().as_bytes().to_vec(),
@@ -434,6 +435,7 @@ async fn start_inner(
             ignore_sigxfsz: limits.max_file_size_bytes.is_some(),
             has_cgroup: false,
             namespace: Default::default(),
+            has_notify_socket,
         },
         tty: p.tty.then_some(size),
         pipe_stdin: p.pipe_stdin && !p.tty,
@@ -489,6 +491,25 @@ async fn start_inner(
         )
         .with_cgroup(cgroup),
     );
+    // The evidence sources watching this process (issue 16).
+    let mut refusal_note = None;
+    if has_notify_socket {
+        let watched = match spawned.listener {
+            Some(listener) => crate::process::refusals::watch(process.clone(), listener).is_ok(),
+            None => false,
+        };
+        if watched {
+            process.state().denials.add_source(DenialSource::Seccomp);
+        } else {
+            refusal_note = Some(
+                "the syscalls the seccomp filter refuses are not listed in `denials`: no \
+                 seccomp listener could be installed (stockade runs under an outer seccomp \
+                 notifier, or the kernel lacks user notification); the plain filter refuses \
+                 the same calls"
+                    .to_string(),
+            );
+        }
+    }
     session.processes.insert(process.clone());
     let (gate_tx, gate_rx) = oneshot::channel();
     let pump = Pump {
@@ -509,6 +530,9 @@ async fn start_inner(
     tokio::spawn(pump.run());
     let mut report = prepared.report;
     report["limits"] = limits_report(&limits, tree);
+    if let (Some(note), Some(notes)) = (refusal_note, report["notes"].as_array_mut()) {
+        notes.push(Value::String(note));
+    }
     if !limit_degradations.is_empty() {
         if let Some(d) = report["degradations"].as_array_mut() {
             d.extend(limit_degradations.into_iter().map(Value::String));

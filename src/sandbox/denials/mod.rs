@@ -7,6 +7,8 @@
 //! cannot see (a refusal a program does not print) is missing, and `denialSources` tells a
 //! client which sources were watching.
 
+pub mod notify;
+
 use crate::protocol::process::{Denial, DenialKind, DenialSource, DenialsReport};
 
 /// Distinct entries kept per process; later distinct refusals only count in the total.
@@ -34,6 +36,8 @@ fn bounded(mut s: String) -> String {
 pub struct DenialLog {
     entries: Vec<Denial>,
     total: u64,
+    /// Refusals that count as evidence for `sandboxDenied` (see [`is_incidental`]).
+    evidence: u64,
     lost: bool,
     sources: Vec<DenialSource>,
 }
@@ -61,6 +65,9 @@ impl DenialLog {
     /// Records `times` occurrences of a refusal (its `count` is ignored).
     pub fn record(&mut self, mut d: Denial, times: u64) {
         self.total = self.total.saturating_add(times);
+        if !is_incidental(&d) {
+            self.evidence = self.evidence.saturating_add(times);
+        }
         d.path = d.path.map(bounded);
         d.object = d.object.map(bounded);
         let same = |e: &&mut Denial| {
@@ -88,6 +95,11 @@ impl DenialLog {
         self.total
     }
 
+    /// Whether a refusal was seen that can explain a failure (`sandboxDenied`).
+    pub fn has_evidence(&self) -> bool {
+        self.evidence > 0
+    }
+
     /// The distinct entries.
     pub fn entries(&self) -> &[Denial] {
         &self.entries
@@ -102,6 +114,18 @@ impl DenialLog {
             denial_sources: self.sources.clone(),
         }
     }
+}
+
+/// A refusal that is listed but is no evidence that the sandbox made a command fail: a
+/// `socket(AF_UNIX)` refused with the network off. The C library makes one on its own in nearly
+/// every program (glibc asks the name-service cache daemon before reading `/etc/passwd`;
+/// `syslog` tries `/dev/log`) and carries on without it, so counting it would mark almost
+/// every failing command `sandboxDenied`, which Codex clients read as "retry outside the
+/// sandbox".
+pub fn is_incidental(d: &Denial) -> bool {
+    d.kind == DenialKind::Syscall
+        && d.access.first().is_some_and(|a| a == "socket")
+        && d.args.first().is_some_and(|a| a == "AF_UNIX")
 }
 
 /// A filesystem refusal of `access` on `path`.
@@ -163,6 +187,11 @@ mod tests {
             vec![DenialSource::Seccomp, DenialSource::Stderr]
         );
         assert!(!log.report(false).denials_complete);
+        assert!(log.has_evidence());
+        let mut unix = DenialLog::new(&[]);
+        unix.record(syscall("socket", &["AF_UNIX", "SOCK_STREAM"]), 2);
+        assert!(!unix.has_evidence());
+        assert_eq!(unix.total(), 2);
         log.mark_lost();
         assert!(!log.report(true).denials_complete);
     }
