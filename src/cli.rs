@@ -146,7 +146,7 @@ pub struct ServeArgs {
 
     /// Largest accepted incoming message in bytes; larger ones are discarded and answered
     /// with an error (id -1, -32600) without closing the connection.
-    #[arg(long, default_value_t = crate::transport::DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
     /// File holding the bearer token every WebSocket upgrade must present

@@ -8,9 +8,13 @@ use serde::Deserialize;
 
 use std::path::PathBuf;
 
+use crate::process::service::ProcessSettings;
 use crate::protocol::process::Limits;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::SandboxSettings;
+
+/// Default maximum incoming message size (64 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Runtime settings of `stockade serve`.
 #[derive(Debug, Clone)]
@@ -39,10 +43,25 @@ pub struct ServerConfig {
     pub cgroup_root: Option<PathBuf>,
 }
 
+impl ServerConfig {
+    /// The settings starting a process uses.
+    pub fn process_settings(&self) -> ProcessSettings {
+        ProcessSettings {
+            sandbox: self.sandbox.clone(),
+            limits_default: self.limits_default,
+            limits_max: self.limits_max,
+            never_inherit: self.never_inherit.clone(),
+            retain_output_bytes: self.retain_output_bytes,
+            close_grace: self.close_grace,
+            retain_exited: self.retain_exited,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            max_message_bytes: crate::transport::DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             session_grace: Duration::from_secs(30),
             close_grace: Duration::from_millis(2000),
             retain_output_bytes: 1024 * 1024,

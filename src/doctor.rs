@@ -58,8 +58,8 @@ pub fn report(cap: Option<i32>) -> Value {
         );
         let verdict = match p {
             Ok(p) => match prepare::prepare(&p, host, &settings, &cache, root, &[], &[]) {
-                Ok(prep) => prep.report,
-                Err(e) => json!({"enforcement": "refused", "error": e.message}),
+                Ok(prep) => serde_json::to_value(prep.report).unwrap_or_default(),
+                Err(e) => json!({"enforcement": "refused", "error": e.to_string()}),
             },
             Err(e) => json!({"enforcement": "refused", "error": e}),
         };

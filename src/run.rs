@@ -1,20 +1,26 @@
-//! `stockade run`: runs one command through the same code path as `process/start` (an
-//! in-process session), forwarding stdin, stdout, stderr and the exit status.
+//! `stockade run`: runs one command through the same typed call as `process/start`
+//! ([`crate::process::service::ProcessService::start`]), forwarding stdin, stdout, stderr and
+//! the exit status.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine;
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::env::{EnvPolicy, Inherit};
-use crate::process::table::Lookup;
+use crate::process::ProcessTable;
+use crate::process::events::{EventSink, OutputEvent};
+use crate::process::service::StartRequest;
+use crate::process::spawn::Stream;
+use crate::process::table::Process;
+use crate::protocol::process::{ClosedParams, ExitedParams, WriteStatus};
 use crate::server::Server;
-use crate::server::methods;
 
 /// A `stockade run` policy file (TOML; unknown keys are an error).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -99,18 +105,6 @@ impl RunPolicyFile {
             include: f.include.clone(),
         })
     }
-}
-
-/// Converts a policy to its wire shape.
-pub fn env_policy_json(p: &EnvPolicy) -> Value {
-    json!({
-        "inherit": match p.inherit { Inherit::All => "all", Inherit::Core => "core", Inherit::None => "none" },
-        "ignoreDefaultExcludes": p.ignore_default_excludes,
-        "exclude": p.exclude,
-        "set": p.set,
-        "includeOnly": p.include_only,
-        "include": p.include,
-    })
 }
 
 /// What to run.
@@ -273,88 +267,106 @@ fn report_json(req: &RunRequest, start: &Value, exited: &Value, status: i32) -> 
     })
 }
 
+/// What the pump reports, copied out of its buffers.
+enum RunEvent {
+    Output(Stream, Vec<u8>),
+    Exited(ExitedParams),
+    Closed,
+}
+
+/// `run`'s event sink: events go to the task that writes stdout and stderr.
+#[derive(Clone)]
+struct RunSink(mpsc::Sender<RunEvent>);
+
+impl EventSink for RunSink {
+    async fn output(&self, event: OutputEvent<'_>) {
+        let _ = self
+            .0
+            .send(RunEvent::Output(event.stream, event.data.to_vec()))
+            .await;
+    }
+
+    async fn exited(&self, event: ExitedParams) {
+        let _ = self.0.send(RunEvent::Exited(event)).await;
+    }
+
+    async fn closed(&self, _: ClosedParams) {
+        let _ = self.0.send(RunEvent::Closed).await;
+    }
+}
+
+/// Copies stdin to the process until EOF, then closes its stdin.
+fn forward_stdin(process: Arc<Process>) {
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if process.write(&buf[..n], None).await != WriteStatus::Accepted {
+                        return;
+                    }
+                }
+            }
+        }
+        process.close_stdin().await;
+    });
+}
+
 /// Runs the command; returns the exit status to exit with (128+n for a signal death, or one of
 /// the `EXIT_*` statuses).
 pub async fn run(server: Arc<Server>, req: RunRequest, reporting: RunReporting) -> i32 {
     let (tx, mut rx) = mpsc::channel(server.config.outbox_capacity);
-    let session = match server.sessions.create(tx) {
-        Ok(session) => session,
+    let table = Arc::new(ProcessTable::default());
+    let request = StartRequest {
+        process_id: "run".into(),
+        argv: req.argv.clone(),
+        cwd: req.cwd.clone(),
+        env_policy: Some(req.env.clone()),
+        sandbox_policy: req.sandbox_policy.clone(),
+        limits: Some(req.limits),
+        pipe_stdin: true,
+        ..StartRequest::default()
+    };
+    let started = match server.processes.start(&table, RunSink(tx), request).await {
+        Ok(started) => started,
         Err(e) => {
-            eprintln!("stockade: {}", e.message);
+            eprintln!("stockade: {e}");
             return EXIT_STOCKADE_ERROR;
         }
     };
-    let params = json!({
-        "processId": "run",
-        "argv": req.argv,
-        "cwd": req.cwd.to_string_lossy(),
-        "env": {},
-        "envPolicy": env_policy_json(&req.env),
-        "tty": false,
-        "pipeStdin": true,
-        "sandboxPolicy": req.sandbox_policy,
-        "limits": req.limits,
-    });
-    let reply = methods::handle(&server, &session, "process/start", params).await;
-    let start = match &reply.result {
-        Ok(start) => start.clone(),
-        Err(e) => {
-            eprintln!("stockade: {}", e.message);
-            return EXIT_STOCKADE_ERROR;
-        }
-    };
-    if let Some(gate) = reply.after_send {
-        let _ = gate.send(());
-    }
-    if let Lookup::Live(process) = session.processes.get("run") {
-        tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if process.write(&buf[..n], None).await
-                            != crate::protocol::process::WriteStatus::Accepted
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-            process.close_stdin().await;
-        });
-    }
+    let start = json!({ "sandbox": started.report });
+    let _ = started.gate.send(());
+    forward_stdin(started.process.clone());
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let mut exited = None;
-    while let Some(msg) = rx.recv().await {
-        let Ok(v) = serde_json::from_str::<Value>(&msg.0) else {
-            continue;
-        };
-        let p = &v["params"];
-        match v["method"].as_str() {
-            Some("process/output") => {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(p["chunk"].as_str().unwrap_or(""))
-                    .unwrap_or_default();
-                let _ = if p["stream"] == "stderr" {
+    while let Some(event) = rx.recv().await {
+        match event {
+            RunEvent::Output(stream, data) => {
+                let _ = if stream == Stream::Stderr {
                     stderr.write_all(&data).await
                 } else {
                     stdout.write_all(&data).await
                 };
             }
-            Some("process/exited") => exited = Some(p.clone()),
-            Some("process/closed") => break,
-            _ => {}
+            RunEvent::Exited(e) => exited = Some(e),
+            RunEvent::Closed => break,
         }
     }
     let _ = stdout.flush().await;
     let _ = stderr.flush().await;
+    // What is left of the tree dies with the process's life; wait (bounded) for its keeper.
+    started.process.kill_tree();
+    started.process.wait_finished(Duration::from_secs(5)).await;
     let Some(exited) = exited else {
         eprintln!("stockade: the process ended without an exit record");
         return EXIT_STOCKADE_ERROR;
     };
+    // The summary and the report read the exit event as its wire JSON (the `--report`
+    // document is that JSON).
+    let exited = serde_json::to_value(exited).unwrap_or_default();
     let status = exit_status(&exited);
     if !reporting.quiet
         && let Some(line) = summary(&start, &exited, &req.limits)

@@ -8,7 +8,7 @@ use stockade::protocol::fs::{
 use stockade::protocol::process::{
     ReadParams, ResizeParams, SignalParams, StartParams, WriteParams,
 };
-use stockade::server::methods::parse_params;
+use stockade::protocol::envelope::parse_params;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(d) = decode(data) else { return };

@@ -89,7 +89,28 @@ fn patterns(obj: &serde_json::Map<String, Value>, field: &str) -> Result<Vec<Str
     }
 }
 
+/// The names and values of `set`: a name is non-empty without `=` or NUL, a value has no NUL.
+fn check_set(set: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in set {
+        if !valid_name(k) {
+            return Err(format!(
+                "envPolicy.set: invalid variable name {k:?} (empty, or contains '=' or NUL)"
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!("envPolicy.set.{k}: value contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
 impl EnvPolicy {
+    /// Checks what the type cannot: the names and values of `set` (a policy built in code,
+    /// as `stockade run` does, gets the same errors as one from the wire).
+    pub fn check(&self) -> Result<(), String> {
+        check_set(&self.set)
+    }
+
     /// Validates the wire object (missing fields take their defaults); the error names the
     /// offending field.
     pub fn from_json(v: &Value) -> Result<EnvPolicy, String> {
@@ -121,22 +142,15 @@ impl EnvPolicy {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) => {
                 for (k, v) in m {
-                    if !valid_name(k) {
-                        return Err(format!(
-                            "envPolicy.set: invalid variable name {k:?} (empty, or contains '=' or NUL)"
-                        ));
-                    }
                     let Value::String(s) = v else {
                         return Err(format!("envPolicy.set.{k}: value must be a string"));
                     };
-                    if s.contains('\0') {
-                        return Err(format!("envPolicy.set.{k}: value contains a NUL byte"));
-                    }
                     set.insert(k.clone(), s.clone());
                 }
             }
             Some(_) => return Err("envPolicy.set: must be an object of strings".into()),
         }
+        check_set(&set)?;
         Ok(EnvPolicy {
             inherit,
             ignore_default_excludes,

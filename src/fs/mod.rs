@@ -106,7 +106,7 @@ pub enum FsAnswer {
 pub const RAW_HEADROOM: usize = 128;
 
 fn params<T: DeserializeOwned>(v: Value) -> Result<T, RpcError> {
-    crate::server::methods::parse_params(v)
+    crate::protocol::envelope::parse_params(v)
 }
 
 fn wire_path(s: &str, field: &str) -> Result<(PathBuf, PathForm), RpcError> {
@@ -161,7 +161,7 @@ impl FsService {
             && let Some(gap) = prepare::filesystem_gap(self.host.landlock_abi)
             && !self.settings.allow_degraded
         {
-            return Err(prepare::unenforceable(&policy, &[gap]));
+            return Err(prepare::unenforceable(&policy, &[gap]).into());
         }
         Ok(policy)
     }

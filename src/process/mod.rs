@@ -2,11 +2,13 @@
 //! tree kill.
 
 pub mod cgroup;
+pub mod events;
 pub mod keeper;
 pub mod output;
 pub mod pump;
 pub mod refusals;
 pub mod resolve;
+pub mod service;
 pub mod spawn;
 pub mod sys;
 pub mod table;

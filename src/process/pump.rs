@@ -4,19 +4,16 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::events::{EventSink, OutputEvent};
 use super::keeper::{EXIT_RECORD_LEN, ExitRecord};
 use super::output::{ExitInfo, sandbox_denied};
 use super::spawn::Stream;
-use super::sys::AsyncPipe;
 use super::table::{Process, ProcessTable};
-use crate::protocol::envelope::notification;
-use crate::protocol::process::Usage;
-use crate::server::OutMessage;
-use crate::server::session::SessionSink;
+use crate::fdio::AsyncPipe;
+use crate::protocol::process::{ClosedParams, ExitedParams, Usage};
 
 /// Timing knobs of the pump.
 #[derive(Debug, Clone, Copy)]
@@ -93,15 +90,15 @@ fn read_now(pipe: Option<&Arc<AsyncPipe>>, buf: &mut [u8]) -> Read {
 }
 
 /// Everything the pump needs; built by `process/start`.
-pub struct Pump {
+pub struct Pump<S: EventSink> {
     /// The process whose state this pump drives.
     pub process: Arc<Process>,
     /// Output fds (one or two).
     pub outputs: Vec<(Stream, Arc<AsyncPipe>)>,
     /// Keeper status pipe (the exit record comes next).
     pub status: pipe::Receiver,
-    /// Where notifications go.
-    pub sink: SessionSink,
+    /// Where events go.
+    pub sink: S,
     /// Fired once the `process/start` response has been queued: no notification may precede it.
     pub gate: oneshot::Receiver<()>,
     /// The table to remove the process from after retention.
@@ -112,7 +109,7 @@ pub struct Pump {
     pub started: Instant,
 }
 
-impl Pump {
+impl<S: EventSink> Pump<S> {
     /// Runs to the end of the process's life.
     pub async fn run(self) {
         let Pump {
@@ -260,10 +257,10 @@ impl Pump {
             seq
         };
         process.notify_changed();
-        sink.send(notification(
-            "process/closed",
-            json!({"processId": process.id, "seq": seq}),
-        ))
+        sink.closed(ClosedParams {
+            process_id: process.id.clone(),
+            seq,
+        })
         .await;
         // A process's life bounds its tree: whatever is left (daemons that closed their
         // output) is killed now, then the keeper exits and is reaped.
@@ -278,7 +275,7 @@ impl Pump {
     }
 }
 
-async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data: &[u8]) {
+async fn emit_output<S: EventSink>(process: &Process, sink: &S, stream: Stream, data: &[u8]) {
     let seq = {
         let mut st = process.state();
         if process.confined && !st.denial_evidence && stream != Stream::Stdout && looks_denied(data)
@@ -288,24 +285,13 @@ async fn emit_output(process: &Process, sink: &SessionSink, stream: Stream, data
         st.push_output(stream, data.to_vec())
     };
     process.notify_changed();
-    // Built by hand straight into one buffer: base64 needs no JSON escaping, and this is the
-    // hot path for streaming.
-    let id = serde_json::to_string(&process.id).unwrap_or_else(|_| "\"\"".into());
-    let mut msg =
-        Vec::with_capacity(base64_simd::STANDARD.encoded_length(data.len()) + id.len() + 100);
-    msg.extend_from_slice(b"{\"method\":\"process/output\",\"params\":{\"processId\":");
-    msg.extend_from_slice(id.as_bytes());
-    msg.extend_from_slice(b",\"seq\":");
-    msg.extend_from_slice(seq.to_string().as_bytes());
-    msg.extend_from_slice(b",\"stream\":\"");
-    msg.extend_from_slice(stream.name().as_bytes());
-    msg.extend_from_slice(b"\",\"chunk\":\"");
-    base64_simd::STANDARD.encode_append(data, &mut msg);
-    msg.extend_from_slice(b"\"}}");
-    match String::from_utf8(msg) {
-        Ok(text) => sink.send(OutMessage(text)).await,
-        Err(_) => tracing::error!("output notification was not UTF-8"),
-    }
+    sink.output(OutputEvent {
+        process_id: &process.id,
+        seq,
+        stream,
+        data,
+    })
+    .await;
 }
 
 /// The evidence of a refusal behind `sandboxDenied` (see [`sandbox_denied`]): the error texts
@@ -325,9 +311,9 @@ fn looks_denied(data: &[u8]) -> bool {
         .any(|m| data.windows(m.len()).any(|w| w == *m))
 }
 
-async fn emit_exited(
+async fn emit_exited<S: EventSink>(
     process: &Process,
-    sink: &SessionSink,
+    sink: &S,
     rec: Option<ExitRecord>,
     started: Instant,
     outcome: Outcome,
@@ -368,25 +354,16 @@ async fn emit_exited(
         (seq, st.sandbox_denied, st.denials.report(st.tree_done))
     };
     process.notify_changed();
-    let mut params = json!({
-        "processId": process.id,
-        "seq": seq,
-        "exitCode": info.code,
-        "sandboxDenied": denied,
-        "usage": usage,
-        "denials": denials.denials,
-        "denialsTotal": denials.denials_total,
-        "denialsComplete": denials.denials_complete,
-        "denialSources": denials.denial_sources,
-    });
-    if let Some(sig) = &info.signal {
-        params["signal"] = json!(sig);
-    }
-    if config.wall_time.is_some() {
-        params["timedOut"] = json!(outcome.timed_out);
-    }
-    if config.max_output_bytes.is_some() {
-        params["outputLimitExceeded"] = json!(outcome.output_exceeded);
-    }
-    sink.send(notification("process/exited", params)).await;
+    sink.exited(ExitedParams {
+        process_id: process.id.clone(),
+        seq,
+        exit_code: info.code,
+        signal: info.signal,
+        sandbox_denied: denied,
+        usage,
+        denials,
+        timed_out: config.wall_time.map(|_| outcome.timed_out),
+        output_limit_exceeded: config.max_output_bytes.map(|_| outcome.output_exceeded),
+    })
+    .await;
 }

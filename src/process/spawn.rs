@@ -11,8 +11,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::Semaphore;
 
 use super::keeper::{START_REPORT_LEN, StartReport};
-use super::sys::{self, AsyncPipe, PidFd};
+use super::sys::{self, PidFd};
 use super::zygote::{self, KeeperRequest, NamespaceMode, Zygote};
+use crate::fdio::{AsyncPipe, enlarge_pipe};
 use crate::sandbox::child::{ChildFds, Stage};
 use crate::sandbox::mountns::NamespaceFds;
 
@@ -194,7 +195,7 @@ impl Spawner {
         } else {
             let (out_r, out_w) = sys::pipe().map_err(setup("stdout pipe"))?;
             let (errout_r, errout_w) = sys::pipe().map_err(setup("stderr pipe"))?;
-            sys::enlarge_pipe(&out_r, 128 * 1024);
+            enlarge_pipe(&out_r, 128 * 1024);
             outputs.push((
                 Stream::Stdout,
                 Arc::new(AsyncPipe::new(out_r, false).map_err(setup("stdout pipe"))?),

@@ -1,5 +1,5 @@
 //! Thin wrappers over the raw syscalls the supervisor side needs: pipes, pseudo-terminals,
-//! pidfds and non-blocking fd I/O for tokio.
+//! and pidfds (non-blocking fd I/O for tokio is [`crate::fdio`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -82,35 +82,6 @@ pub fn recv_fds_now(sock: &OwnedFd) -> Vec<OwnedFd> {
         }
     }
     out
-}
-
-/// Asks the kernel for a larger pipe buffer (best effort: fewer, larger reads when streaming).
-pub fn enlarge_pipe(fd: &OwnedFd, bytes: i32) {
-    // SAFETY: F_SETPIPE_SZ only changes the pipe's capacity.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
-}
-
-/// A non-blocking duplicate of the server's stdin or stdout (`fd` 0 or 1) when it is a pipe
-/// or socket (the usual case for a launcher); `None` for terminals and files, which must stay
-/// blocking (tokio's stdio, through its blocking pool, is used for those).
-pub fn nonblocking_std(fd: RawFd) -> Option<AsyncPipe> {
-    // SAFETY: fstat into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return None;
-    }
-    let kind = st.st_mode & libc::S_IFMT;
-    if kind != libc::S_IFIFO && kind != libc::S_IFSOCK {
-        return None;
-    }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we own.
-    let fd = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fresh fd.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    AsyncPipe::new(fd, false).ok()
 }
 
 /// Opens `/dev/null` read-only, close-on-exec.
@@ -315,132 +286,6 @@ impl PidFd {
         // SAFETY: kill with signal 0 only checks existence.
         while unsafe { libc::kill(self.pid, 0) } == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-}
-
-/// A non-blocking fd (pipe end or PTY master) driven by tokio.
-#[derive(Debug)]
-pub struct AsyncPipe {
-    fd: AsyncFd<OwnedFd>,
-    /// EIO on read means EOF (a PTY master after the last slave closed).
-    eio_is_eof: bool,
-}
-
-impl AsyncPipe {
-    /// Registers `fd` with tokio, making it non-blocking.
-    pub fn new(fd: OwnedFd, eio_is_eof: bool) -> io::Result<AsyncPipe> {
-        let raw = fd.as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on an fd we own.
-        unsafe {
-            let flags = cvt(libc::fcntl(raw, libc::F_GETFL))?;
-            cvt(libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
-        }
-        // SAFETY: we own `fd`; it stays registered until this value is dropped.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
-        Ok(AsyncPipe { fd, eio_is_eof })
-    }
-
-    /// Asks for a larger pipe buffer (best effort; see [`enlarge_pipe`]).
-    pub fn enlarge(&self, bytes: i32) {
-        enlarge_pipe(self.fd.get_ref(), bytes);
-    }
-
-    /// The raw fd (for ioctls).
-    pub fn raw(&self) -> RawFd {
-        self.fd.get_ref().as_raw_fd()
-    }
-
-    /// Waits until the fd is readable (or at EOF/error). Cancel-safe.
-    pub async fn readable(&self) -> io::Result<()> {
-        let _ = self.fd.readable().await?;
-        Ok(())
-    }
-
-    /// Reads without waiting: `Ok(None)` when nothing is available, `Ok(Some(0))` at EOF.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        loop {
-            // tokio's try_io clears the cached readiness on WouldBlock, so the next
-            // `readable` really waits.
-            let r = self.fd.try_io(tokio::io::Interest::READABLE, |inner| {
-                // SAFETY: reading into a valid mutable slice.
-                let n =
-                    unsafe { libc::read(inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match r {
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.eio_is_eof => {
-                    return Ok(Some(0));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads once; `Ok(0)` is EOF. Cancel-safe.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            let res = guard.try_io(|inner| {
-                // SAFETY: reading into a valid mutable slice.
-                let n = unsafe {
-                    libc::read(
-                        inner.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match res {
-                Ok(Ok(n)) => return Ok(n),
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) && self.eio_is_eof => {
-                    return Ok(0);
-                }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Writes all of `data`.
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let mut guard = self.fd.writable().await?;
-            let res = guard.try_io(|inner| {
-                // SAFETY: writing from a valid slice.
-                let n = unsafe {
-                    libc::write(
-                        inner.get_ref().as_raw_fd(),
-                        data.as_ptr().cast(),
-                        data.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match res {
-                Ok(Ok(n)) => data = &data[n..],
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
         }
         Ok(())
     }

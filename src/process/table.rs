@@ -9,7 +9,8 @@ use tokio::sync::Notify;
 
 use super::cgroup::{ProcessCgroup, TreeUsage};
 use super::output::OutputState;
-use super::sys::{self, AsyncPipe, PidFd};
+use super::sys::{self, PidFd};
+use crate::fdio::AsyncPipe;
 use crate::protocol::process::{ReadResult, WriteStatus};
 
 enum Slot {

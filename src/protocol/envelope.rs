@@ -1,6 +1,7 @@
 //! Section 2: the JSON-RPC "lite" envelope and the error codes.
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The error codes of PROTOCOL.md section 2.
@@ -176,6 +177,22 @@ pub fn error_response(id: Value, error: &RpcError) -> Value {
 /// Builds a notification object `{"method", "params"}`.
 pub fn notification(method: &str, params: Value) -> Value {
     serde_json::json!({"method": method, "params": params})
+}
+
+/// Decodes params, naming the offending field on failure (-32602).
+pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    if params.is_null() {
+        return Err(RpcError::invalid_params(
+            "invalid params: expected an object, got null",
+        ));
+    }
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "" } else { path.as_str() };
+        // Unknown keys of strict objects (`limits`) name the key and the likely intended one.
+        let msg = super::strict::explain_serde_error(path, &e.inner().to_string());
+        RpcError::invalid_params(format!("invalid params: {msg}"))
+    })
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ pub struct StartResult {
     /// The host pid of the program.
     pub pid: i32,
     /// What was enforced (section 6.6).
-    pub sandbox: Value,
+    pub sandbox: super::sandbox::SandboxReport,
 }
 
 /// Params naming just a process.
@@ -361,4 +361,42 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Params of the `process/exited` notification: how the main process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitedParams {
+    /// The process handle.
+    pub process_id: String,
+    /// Its place in the process's event order.
+    pub seq: u64,
+    /// Exit code, or 128+n for a signal death.
+    pub exit_code: i32,
+    /// Signal name for a signal death (e.g. `SIGKILL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The process failed and the sandbox refused something on the way (section 6.5).
+    pub sandbox_denied: bool,
+    /// Resource usage.
+    pub usage: Usage,
+    /// The refusals seen (section 6.5; stockade extension).
+    #[serde(flatten)]
+    pub denials: DenialsReport,
+    /// stockade killed the tree at `wallTimeMs` (present only when that limit was set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+    /// stockade killed the tree at `maxOutputBytes` (present only when that limit was set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_limit_exceeded: Option<bool>,
+}
+
+/// Params of the `process/closed` notification: all output was delivered; the last event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClosedParams {
+    /// The process handle.
+    pub process_id: String,
+    /// Its place in the process's event order.
+    pub seq: u64,
 }

@@ -6,7 +6,7 @@
 //! ([`Handled::for_spec`]: the crate's full set for that ABI, e.g. UNIX-socket resolution from
 //! ABI 9, UDP from ABI 10), and is built with [`CompatLevel::HardRequirement`]: a right the
 //! kernel cannot enforce is an error, never silently dropped. The report lists exactly the
-//! handled set ([`Handled::to_json`]).
+//! handled set ([`Handled::rights`]).
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -16,9 +16,9 @@ use landlock::{
     PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetError, RulesetStatus,
     Scope,
 };
-use serde_json::{Value, json};
 
 use super::policy::{Access as PolicyAccess, FsEntry};
+use crate::protocol::sandbox::LandlockRights;
 
 /// The newest Landlock ABI this build knows the rights of. A newer kernel is used at this ABI
 /// (rights it added are unknown here, and said so by `stockade doctor`).
@@ -112,12 +112,12 @@ impl Handled {
 
     /// `{"fs": [...], "net": [...], "scopes": [...]}` with the kernel's names in lower case
     /// (`write_file`, `resolve_unix`, `connect_tcp`, `signal`, ...).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "fs": names(self.fs.iter()),
-            "net": names(self.net.iter()),
-            "scopes": names(self.scopes.iter()),
-        })
+    pub fn rights(&self) -> LandlockRights {
+        LandlockRights {
+            fs: names(self.fs.iter()),
+            net: names(self.net.iter()),
+            scopes: names(self.scopes.iter()),
+        }
     }
 }
 
@@ -324,23 +324,18 @@ mod tests {
     #[test]
     fn names_are_the_kernel_names() {
         let h = Handled::all(10);
-        let j = h.to_json();
-        let fs: Vec<&str> = j["fs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+        let j = h.rights();
+        let fs: Vec<&str> = j.fs.iter().map(String::as_str).collect();
         assert_eq!(fs.first(), Some(&"execute"));
         assert!(
             fs.contains(&"ioctl_dev") && fs.contains(&"resolve_unix"),
             "{fs:?}"
         );
         assert_eq!(
-            j["net"],
-            json!(["bind_tcp", "connect_tcp", "bind_udp", "connect_send_udp"])
+            j.net,
+            ["bind_tcp", "connect_tcp", "bind_udp", "connect_send_udp"]
         );
-        assert_eq!(j["scopes"], json!(["abstract_unix_socket", "signal"]));
+        assert_eq!(j.scopes, ["abstract_unix_socket", "signal"]);
     }
 
     /// The ruleset for the running ABI builds (HardRequirement: the kernel handles all of it)

@@ -13,7 +13,34 @@ use super::probe::{self, MountNamespaces};
 use super::seccomp;
 use super::server_files::{Current, ServerFiles};
 use super::tracking::{self, Carved, Protection};
+use crate::protocol::sandbox::{Enforcement, SandboxReport};
 use crate::protocol::{ErrorCode, RpcError};
+
+/// Why a policy cannot be prepared. Each kind is one JSON-RPC error code (see
+/// [`From<SandboxError> for RpcError`](RpcError)); the message names what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    /// The operator's bounds refuse the policy (-32020): ceiling, network switch, writable
+    /// paths.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The host cannot enforce the policy and degradation is not allowed (-32021).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Building what enforces the policy failed (-32603).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<SandboxError> for RpcError {
+    fn from(e: SandboxError) -> RpcError {
+        match e {
+            SandboxError::NotAllowed(m) => RpcError::new(ErrorCode::PolicyNotAllowed, m),
+            SandboxError::Unavailable(m) => RpcError::new(ErrorCode::SandboxUnavailable, m),
+            SandboxError::Internal(m) => RpcError::internal(m),
+        }
+    }
+}
 
 /// Server-wide sandbox settings (from the config file and flags).
 #[derive(Debug, Clone)]
@@ -172,7 +199,7 @@ impl SeccompCache {
 const MOUNTS_RESERVED: usize = 1000;
 
 /// Everything the child needs to confine itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Prepared {
     /// The Landlock ruleset to restrict to.
     pub ruleset: Option<OwnedFd>,
@@ -196,7 +223,7 @@ pub struct Prepared {
     /// Any confinement at all (`sandboxType: linuxSeccomp`).
     pub confined: bool,
     /// The SandboxReport.
-    pub report: Value,
+    pub report: SandboxReport,
 }
 
 /// A read-only or hidden subtree inside an allowed one: Landlock cannot express it, so it
@@ -401,7 +428,10 @@ pub fn read_only_view(entries: &[FsEntry]) -> Vec<Vec<u8>> {
 
 /// The operator's limits on what a client may ask for: the ceiling, the network switch and
 /// the paths a policy may make writable (-32020). Processes and filesystem calls share them.
-pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Result<(), RpcError> {
+pub fn check_allowed(
+    policy: &SandboxPolicy,
+    settings: &SandboxSettings,
+) -> Result<(), SandboxError> {
     check_level_and_network(policy, settings)?;
     check_writable_roots(policy, settings)
 }
@@ -409,21 +439,17 @@ pub fn check_allowed(policy: &SandboxPolicy, settings: &SandboxSettings) -> Resu
 fn check_level_and_network(
     policy: &SandboxPolicy,
     settings: &SandboxSettings,
-) -> Result<(), RpcError> {
+) -> Result<(), SandboxError> {
     if policy.level > settings.ceiling {
-        return Err(RpcError::new(
-            ErrorCode::PolicyNotAllowed,
-            format!(
-                "sandbox policy `{}` is not allowed: this server's ceiling is `{}`",
-                policy.name,
-                settings.ceiling.name()
-            ),
-        ));
+        return Err(SandboxError::NotAllowed(format!(
+            "sandbox policy `{}` is not allowed: this server's ceiling is `{}`",
+            policy.name,
+            settings.ceiling.name()
+        )));
     }
     if policy.network && !settings.allow_network && policy.level != Level::DangerFullAccess {
-        return Err(RpcError::new(
-            ErrorCode::PolicyNotAllowed,
-            "network access is not allowed by this server's configuration (--no-network)",
+        return Err(SandboxError::NotAllowed(
+            "network access is not allowed by this server's configuration (--no-network)".into(),
         ));
     }
     Ok(())
@@ -534,18 +560,15 @@ fn tmp_roots() -> Vec<PathBuf> {
 fn check_writable_roots(
     policy: &SandboxPolicy,
     settings: &SandboxSettings,
-) -> Result<(), RpcError> {
+) -> Result<(), SandboxError> {
     let entries = match &policy.filesystem {
         Filesystem::Restricted(entries) => entries,
         Filesystem::Unrestricted if !settings.workspace_roots.is_empty() => {
-            return Err(RpcError::new(
-                ErrorCode::PolicyNotAllowed,
-                format!(
-                    "sandbox policy `{}` makes the whole filesystem writable, but this server bounds writes to its workspace roots ({})",
-                    policy.name,
-                    list(&settings.workspace_roots)
-                ),
-            ));
+            return Err(SandboxError::NotAllowed(format!(
+                "sandbox policy `{}` makes the whole filesystem writable, but this server bounds writes to its workspace roots ({})",
+                policy.name,
+                list(&settings.workspace_roots)
+            )));
         }
         Filesystem::Unrestricted => return Ok(()),
     };
@@ -577,26 +600,20 @@ fn check_writable_roots(
             && !tmp.iter().any(|t| real.starts_with(t))
             && is_system_dir(&real, home.as_deref())
         {
-            return Err(RpcError::new(
-                ErrorCode::PolicyNotAllowed,
-                format!(
-                    "writable path {spelled} ({}) would make the host's system or home directory writable; ask for a workspace directory instead (an operator can allow this with [sandbox] allow_system_writable_roots = true or --allow-system-writable-roots)",
-                    e.origin
-                ),
-            ));
+            return Err(SandboxError::NotAllowed(format!(
+                "writable path {spelled} ({}) would make the host's system or home directory writable; ask for a workspace directory instead (an operator can allow this with [sandbox] allow_system_writable_roots = true or --allow-system-writable-roots)",
+                e.origin
+            )));
         }
         let inside_bound = workspaces.is_empty()
             || workspaces.iter().any(|w| real.starts_with(w))
             || (settings.allow_tmp_roots && tmp.iter().any(|t| real.starts_with(t)));
         if !inside_bound {
-            return Err(RpcError::new(
-                ErrorCode::PolicyNotAllowed,
-                format!(
-                    "writable path {spelled} ({}) is outside this server's workspace roots ({})",
-                    e.origin,
-                    list(&settings.workspace_roots)
-                ),
-            ));
+            return Err(SandboxError::NotAllowed(format!(
+                "writable path {spelled} ({}) is outside this server's workspace roots ({})",
+                e.origin,
+                list(&settings.workspace_roots)
+            )));
         }
     }
     Ok(())
@@ -612,15 +629,12 @@ fn list(paths: &[PathBuf]) -> String {
 
 /// Where the server's own files are now (token, config): `none` for every confined process
 /// and filesystem call. An error (-32021) when one cannot be located exactly.
-fn server_file_paths(settings: &SandboxSettings) -> Result<Vec<PathBuf>, RpcError> {
+fn server_file_paths(settings: &SandboxSettings) -> Result<Vec<PathBuf>, SandboxError> {
     if settings.server_files.is_empty() {
         return Ok(Vec::new());
     }
     let current = settings.server_files.current().map_err(|e| {
-        RpcError::new(
-            ErrorCode::SandboxUnavailable,
-            format!("this request cannot be confined safely: {e}"),
-        )
+        SandboxError::Unavailable(format!("this request cannot be confined safely: {e}"))
     })?;
     Ok(current
         .into_iter()
@@ -641,7 +655,7 @@ pub fn bound_policy(
     policy: &mut SandboxPolicy,
     settings: &SandboxSettings,
     for_fs_call: bool,
-) -> Result<(), RpcError> {
+) -> Result<(), SandboxError> {
     check_allowed(policy, settings)?;
     if policy.is_unconfined() {
         return Ok(());
@@ -685,15 +699,12 @@ pub fn filesystem_gap(abi: i32) -> Option<String> {
 }
 
 /// The -32021 error naming what is missing.
-pub fn unenforceable(policy: &SandboxPolicy, missing: &[String]) -> RpcError {
-    RpcError::new(
-        ErrorCode::SandboxUnavailable,
-        format!(
-            "sandbox policy `{}` cannot be enforced on this host: missing {} (start the server with --allow-degraded to run with what can be enforced)",
-            policy.name,
-            missing.join("; ")
-        ),
-    )
+pub fn unenforceable(policy: &SandboxPolicy, missing: &[String]) -> SandboxError {
+    SandboxError::Unavailable(format!(
+        "sandbox policy `{}` cannot be enforced on this host: missing {} (start the server with --allow-degraded to run with what can be enforced)",
+        policy.name,
+        missing.join("; ")
+    ))
 }
 
 /// Prepares a policy for a process. `read_only_files` are files inside the writable roots
@@ -710,17 +721,31 @@ pub fn prepare(
     server_is_root: bool,
     read_only_files: &[std::path::PathBuf],
     read_only_dirs: &[std::path::PathBuf],
-) -> Result<Prepared, RpcError> {
+) -> Result<Prepared, SandboxError> {
     check_allowed(policy, settings)?;
     if policy.is_unconfined() {
         return Ok(Prepared {
-            report: json!({
-                "policy": policy.name, "enforcement": "none", "landlockAbi": host.landlock_abi,
-                "landlockRights": landlock::Handled::none().to_json(),
-                "filesystem": "none", "network": "allowed", "hardening": false,
-                "degradations": [], "notes": policy.notes,
-            }),
-            ..Prepared::default()
+            report: SandboxReport {
+                policy: policy.name.clone(),
+                enforcement: Enforcement::None,
+                landlock_abi: host.landlock_abi,
+                landlock_rights: landlock::Handled::none().rights(),
+                filesystem: "none",
+                network: "allowed",
+                hardening: false,
+                degradations: Vec::new(),
+                notes: policy.notes.clone(),
+                limits: None,
+            },
+            ruleset: None,
+            port_guard: None,
+            seccomp: Vec::new(),
+            no_new_privs: false,
+            drop_caps: false,
+            no_core: false,
+            mounts: Vec::new(),
+            userns: false,
+            confined: false,
         });
     }
     let abi = host.landlock_abi;
@@ -828,29 +853,28 @@ pub fn prepare(
     let mut notes = policy.notes.clone();
     notes.extend(notes_extra);
     let mut handled = landlock::Handled::none();
-    let ruleset = if want_landlock {
-        let built = landlock::build(&RulesetSpec {
-            abi,
-            entries,
-            block_network: !policy.network,
-            scopes: policy.hardening,
-        })
-        .map_err(|e| RpcError::internal(format!("building the Landlock ruleset: {e}")))?;
-        notes.extend(
-            built
-                .unopenable
-                .iter()
-                .map(|u| format!("not granted (cannot open): {u}")),
-        );
-        handled = built.handled;
-        Some(
-            built
-                .into_fd()
-                .map_err(|e| RpcError::internal(format!("building the Landlock ruleset: {e}")))?,
-        )
-    } else {
-        None
-    };
+    let ruleset =
+        if want_landlock {
+            let built = landlock::build(&RulesetSpec {
+                abi,
+                entries,
+                block_network: !policy.network,
+                scopes: policy.hardening,
+            })
+            .map_err(|e| SandboxError::Internal(format!("building the Landlock ruleset: {e}")))?;
+            notes.extend(
+                built
+                    .unopenable
+                    .iter()
+                    .map(|u| format!("not granted (cannot open): {u}")),
+            );
+            handled = built.handled;
+            Some(built.into_fd().map_err(|e| {
+                SandboxError::Internal(format!("building the Landlock ruleset: {e}"))
+            })?)
+        } else {
+            None
+        };
     if port_guard.is_some() {
         notes.push(format!(
             "TCP connect and bind to this server's own port {} are denied",
@@ -883,17 +907,22 @@ pub fn prepare(
         (Filesystem::Restricted(_), Some(_)) => "landlock",
         _ => "none",
     };
-    let report = json!({
-        "policy": policy.name,
-        "enforcement": if missing.is_empty() { "full" } else { "degraded" },
-        "landlockAbi": abi,
-        "landlockRights": handled.to_json(),
-        "filesystem": filesystem,
-        "network": if policy.network { "allowed" } else { "blocked" },
-        "hardening": policy.hardening,
-        "degradations": missing,
-        "notes": notes,
-    });
+    let report = SandboxReport {
+        policy: policy.name.clone(),
+        enforcement: if missing.is_empty() {
+            Enforcement::Full
+        } else {
+            Enforcement::Degraded
+        },
+        landlock_abi: abi,
+        landlock_rights: handled.rights(),
+        filesystem,
+        network: if policy.network { "allowed" } else { "blocked" },
+        hardening: policy.hardening,
+        degradations: missing,
+        notes,
+        limits: None,
+    };
     Ok(Prepared {
         ruleset,
         port_guard,
@@ -942,8 +971,10 @@ mod tests {
             .collect();
         let settings = SandboxSettings::default();
         let err = prepare(&p, host, &settings, &seccomp, true, &files, &[]).unwrap_err();
-        assert_eq!(err.code, ErrorCode::SandboxUnavailable.code(), "{err:?}");
-        assert!(err.message.contains("fs.mount-max"), "{}", err.message);
+        let SandboxError::Unavailable(message) = err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("fs.mount-max"), "{message}");
         // Degraded: runs without those mounts, and says so.
         let degraded = SandboxSettings {
             allow_degraded: true,
@@ -951,7 +982,7 @@ mod tests {
         };
         let ok = prepare(&p, host, &degraded, &seccomp, true, &files, &[]).unwrap();
         assert!(ok.mounts.iter().all(|m| m[0] != 3), "no hard-link mount");
-        assert_eq!(ok.report["enforcement"], "degraded");
+        assert_eq!(ok.report.enforcement, Enforcement::Degraded);
         // Within the limit: one read-only-if-present mount per file.
         let few = &files[..3];
         let ok = prepare(&p, host, &settings, &seccomp, true, few, &[]).unwrap();

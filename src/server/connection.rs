@@ -11,7 +11,15 @@ use super::{OutMessage, Outbox, Server};
 use crate::protocol::RpcError;
 use crate::protocol::envelope::{self, Incoming, error_response, response};
 use crate::protocol::handshake::{InitializeParams, InitializeResult, StockadeInfo};
-use crate::transport::Frame;
+
+/// One unit a transport received: what a connection reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete message's bytes (one line or one WebSocket message).
+    Message(Vec<u8>),
+    /// A message exceeded the size limit and was discarded whole.
+    TooLarge,
+}
 
 /// Which transport a connection uses (decides what happens when it ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +205,7 @@ fn initialize(
     let params: InitializeParams = if params.is_null() {
         InitializeParams::default()
     } else {
-        methods::parse_params(params)?
+        crate::protocol::envelope::parse_params(params)?
     };
     let session = match params.resume_session_id.as_deref() {
         Some(id) if kind == ConnKind::WebSocket => server.sessions.resume(id, outbox.clone())?,

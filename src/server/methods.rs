@@ -1,37 +1,27 @@
 //! Method routing and handlers. Handlers validate params into protocol types, call into the
 //! process (and later fs) modules, and map failures to the exact errors of PROTOCOL.md.
 
-use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::Server;
 use super::session::Session;
-use crate::env::{self, EnvPolicy};
+use crate::env::EnvPolicy;
 use crate::fs::FsAnswer;
 use crate::paths::parse_wire_path;
-use crate::process::pump::{Pump, PumpConfig};
-use crate::process::resolve::resolve_program;
-use crate::process::spawn::{SpawnError, SpawnNamespace, SpawnSpec};
+use crate::process::service::StartRequest;
 use crate::process::table::{Lookup, Process};
-use crate::process::zygote::KeeperRequest;
+use crate::protocol::envelope::parse_params;
 use crate::protocol::process::{
-    DenialSource, Limits, ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams,
-    StartResult, WriteParams, WriteStatus,
+    ProcessRef, ReadParams, ResizeParams, SignalParams, StartParams, StartResult, WriteParams,
+    WriteStatus,
 };
 use crate::protocol::sandbox::{SANDBOX_TYPE_CONFINED, SANDBOX_TYPE_NONE};
 use crate::protocol::{ErrorCode, RpcError};
-use crate::sandbox::child::Stage;
-use crate::sandbox::links::Findings;
-use crate::sandbox::mountns::NamespacePlan;
-use crate::sandbox::policy::{Filesystem, SandboxPolicy};
-use crate::sandbox::{policy, prepare};
 
 /// A handler's outcome, plus an optional gate fired once the response has been queued
 /// (`process/start` must not let notifications overtake its response).
@@ -72,22 +62,6 @@ const METHODS: &[&str] = &[
 /// -32601 at once.
 pub fn is_known(method: &str) -> bool {
     METHODS.contains(&method) || method.starts_with("fs/")
-}
-
-/// Decodes params, naming the offending field on failure (-32602).
-pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
-    if params.is_null() {
-        return Err(RpcError::invalid_params(
-            "invalid params: expected an object, got null",
-        ));
-    }
-    serde_path_to_error::deserialize(params).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { "" } else { path.as_str() };
-        // Unknown keys of strict objects (`limits`) name the key and the likely intended one.
-        let msg = crate::protocol::strict::explain_serde_error(path, &e.inner().to_string());
-        RpcError::invalid_params(format!("invalid params: {msg}"))
-    })
 }
 
 /// Routes one request (after the handshake checks).
@@ -139,107 +113,41 @@ fn live(session: &Session, id: &str) -> Result<Arc<Process>, RpcError> {
     }
 }
 
-fn validate_env(env: &BTreeMap<String, String>) -> Result<Vec<Vec<u8>>, RpcError> {
-    env.iter()
-        .map(|(k, v)| {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(RpcError::invalid_params(format!(
-                    "invalid params: env: invalid variable name `{}`",
-                    k.escape_debug()
-                )));
-            }
-            if v.contains('\0') {
-                return Err(RpcError::invalid_params(format!(
-                    "invalid params: env.{k}: value contains a NUL byte"
-                )));
-            }
-            Ok(format!("{k}={v}").into_bytes())
-        })
-        .collect()
-}
-
-fn spawn_error(program: &str, cwd: &std::path::Path, e: SpawnError) -> RpcError {
-    match e {
-        SpawnError::Child {
-            kind: Stage::Chdir,
-            source,
-            ..
-        } => RpcError::internal(format!(
-            "failed to spawn `{program}`: cannot enter cwd {}: {source}",
-            cwd.display()
-        )),
-        SpawnError::Child {
-            kind: Stage::Exec,
-            source,
-            ..
-        } => RpcError::internal(format!("failed to spawn `{program}`: {source}")),
-        other => RpcError::internal(format!("failed to spawn `{program}`: {other}")),
-    }
-}
-
+/// `process/start`: params → [`StartRequest`] → [`ProcessService::start`] → result. The
+/// gate opens once the response is queued, so no notification overtakes it.
 async fn start(server: &Arc<Server>, session: &Arc<Session>, params: Value) -> Reply {
-    match start_inner(server, session, params).await {
-        Ok((v, gate)) => Reply {
-            result: Ok(v),
-            after_send: Some(gate),
-            raw_result: None,
-        },
-        Err(e) => Reply {
-            result: Err(e),
-            after_send: None,
-            raw_result: None,
-        },
-    }
-}
-
-/// Unless hard-link protection is off: every writable name of a file that also has a name
-/// outside the writable roots (see [`crate::sandbox::links`]), to be made read-only. Landlock
-/// alone would let the process write that file through the inside name.
-async fn outside_links(server: &Arc<Server>, policy: &mut SandboxPolicy) -> Findings {
-    if !server.config.sandbox.protect_hard_links {
-        return Findings::default();
-    }
-    let Filesystem::Restricted(entries) = &policy.filesystem else {
-        return Findings::default();
+    let started = match start_request(params) {
+        Ok(req) => server
+            .processes
+            .start(&session.processes, session.sink.clone(), req)
+            .await
+            .map_err(RpcError::from),
+        Err(e) => Err(e),
     };
-    let found = match server.links.current(entries) {
-        Some(found) => found,
-        None => {
-            let census = server.links.clone();
-            let snapshot = entries.clone();
-            tokio::task::spawn_blocking(move || census.outside_links(&snapshot))
-                .await
-                .unwrap_or_default()
+    match started {
+        Ok(started) => {
+            let result = StartResult {
+                process_id: started.process.id.clone(),
+                sandbox_type: if started.confined {
+                    SANDBOX_TYPE_CONFINED
+                } else {
+                    SANDBOX_TYPE_NONE
+                },
+                pid: started.process.pid,
+                sandbox: started.report,
+            };
+            Reply {
+                result: serde_json::to_value(result).map_err(|e| RpcError::internal(e.to_string())),
+                after_send: Some(started.gate),
+                raw_result: None,
+            }
         }
-    };
-    if found.walked_again {
-        policy.notes.push(
-            "the hard-link census cannot watch the writable roots (inotify limit: see `stockade doctor`) and walked them for this process"
-                .into(),
-        );
+        Err(e) => Err(e).into(),
     }
-    if !found.dirs.is_empty() {
-        policy.notes.push(format!(
-            "{} director{} made read-only because the hard-link census cannot see into them (make them readable and searchable by the server's user, or shorten the path): {}",
-            found.dirs.len(),
-            if found.dirs.len() == 1 { "y" } else { "ies" },
-            found.blind.join("; ")
-        ));
-    }
-    if !found.paths.is_empty() {
-        policy.notes.push(format!(
-            "{} hard-linked file(s) made read-only: they also have a name outside the writable roots",
-            found.paths.len()
-        ));
-    }
-    found
 }
 
-async fn start_inner(
-    server: &Arc<Server>,
-    session: &Arc<Session>,
-    params: Value,
-) -> Result<(Value, oneshot::Sender<()>), RpcError> {
+/// Decodes and checks the wire shapes of `process/start` (-32602).
+fn start_request(params: Value) -> Result<StartRequest, RpcError> {
     let p: StartParams = parse_params(params)?;
     if p.argv.is_empty() {
         return Err(RpcError::invalid_params("argv must not be empty"));
@@ -253,358 +161,21 @@ async fn start_inner(
         ),
         None => None,
     };
-    // Limits: the request's, else the server defaults; above the maximum is refused.
-    let limits = p
-        .limits
-        .unwrap_or_default()
-        .or(server.config.limits_default);
-    limits
-        .check_max(&server.config.limits_max)
-        .map_err(|e| RpcError::new(ErrorCode::PolicyNotAllowed, e))?;
-    // The kernel never applies RLIMIT_NPROC to uid 0, and this host has no delegated pids
-    // cgroup: as root, maxProcesses cannot be enforced.
-    // A delegated cgroup v2 directory enforces memory and process counts for the whole tree
-    // when its controllers are enabled; rlimits stand in otherwise.
-    let tree = TreeLimits {
-        memory: server.cgroup.as_ref().is_some_and(|c| c.memory()),
-        pids: server.cgroup.as_ref().is_some_and(|c| c.pids()),
-    };
-    let mut limit_degradations = Vec::new();
-    if limits.max_processes.is_some() && server.is_root && !tree.pids {
-        let what = "maxProcesses: RLIMIT_NPROC does not apply to root and no delegated pids cgroup is available";
-        if !server.config.sandbox.allow_degraded {
-            return Err(RpcError::new(
-                ErrorCode::SandboxUnavailable,
-                format!(
-                    "limits cannot be enforced on this host: {what} (start the server with --allow-degraded to run anyway)"
-                ),
-            ));
-        }
-        limit_degradations.push(what.to_string());
-    }
-    validate_env(&p.env)?;
-    // No policy: exactly `env`. With one: built from the server's environment, `env` on top.
-    let child_env = match &env_policy {
-        None => p.env.clone(),
-        Some(policy) => env::build(&server.env, policy, &server.config.never_inherit, &p.env),
-    };
-    let envp = validate_env(&child_env)?;
-
-    // Sandbox: the request's policy (either shape) or the server default, resolved against
-    // this process's cwd and environment; then the ceiling, then what the host can enforce.
-    let requested = policy::from_request(
-        p.sandbox_policy.as_ref(),
-        p.sandbox.as_ref(),
-        &cwd,
-        &child_env,
-    )
-    .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))?;
-    let mut sandbox_policy = match requested {
-        Some(pol) => pol,
-        None => policy::from_sandbox_policy(
-            &server.config.sandbox.default_policy,
-            &policy::Context {
-                cwd: &cwd,
-                tmpdir: child_env.get("TMPDIR").map(String::as_str),
-            },
-        )
-        .map_err(|e| RpcError::internal(format!("server default policy: {e}")))?,
-    };
-    if p.enforce_managed_network == Some(true) && sandbox_policy.network {
-        // No managed proxy here: stricter, never looser.
-        sandbox_policy.network = false;
-        if !sandbox_policy.hardening {
-            sandbox_policy.hardening = true;
-        }
-        sandbox_policy.notes.push(
-            "enforceManagedNetwork: stockade has no managed proxy, so the network is blocked"
-                .into(),
-        );
-    }
-    prepare::bound_policy(&mut sandbox_policy, &server.config.sandbox, false)?;
-    let linked = outside_links(server, &mut sandbox_policy).await;
-    if !linked.unsettled.is_empty() && !server.config.sandbox.allow_degraded {
-        // No reliable view of these roots: a hard link to an outside file may be anywhere.
-        let roots: Vec<String> = linked
-            .unsettled
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect();
-        return Err(prepare::unenforceable(
-            &sandbox_policy,
-            &[format!(
-                "a settled view of {} for the hard-link census (directories there kept changing while it walked them, without inotify watches; stop what renames them and retry, or start the server with --no-protect-hard-links)",
-                roots.join(", ")
-            )],
-        ));
-    }
-    if !linked.unsettled.is_empty() {
-        sandbox_policy.notes.push(
-            "the hard-link census could not get a settled view of a writable root (allowed by --allow-degraded): hard links to outside files there may be writable".into(),
-        );
-    }
-    let prepared = prepare::prepare(
-        &sandbox_policy,
-        server.host_support,
-        &server.config.sandbox,
-        &server.seccomp,
-        server.is_root,
-        &linked.paths,
-        &linked.dirs,
-    )?;
-    if p.argv.iter().any(|a| a.contains('\0')) {
-        return Err(RpcError::invalid_params(
-            "invalid params: argv: contains a NUL byte",
-        ));
-    }
-    let mut argv: Vec<Vec<u8>> = p.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
-    if let Some(arg0) = &p.arg0 {
-        if arg0.contains('\0') {
-            return Err(RpcError::invalid_params(
-                "invalid params: arg0: contains a NUL byte",
-            ));
-        }
-        argv[0] = arg0.as_bytes().to_vec();
-    }
-    let program_name = p.argv[0].clone();
-    match std::fs::metadata(&cwd) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(RpcError::internal(format!(
-                "failed to spawn `{program_name}`: cwd {} is not a directory",
-                cwd.display()
-            )));
-        }
-        Err(e) => {
-            return Err(RpcError::internal(format!(
-                "failed to spawn `{program_name}`: cwd {}: {e}",
-                cwd.display()
-            )));
-        }
-    }
-    let program = resolve_program(
-        &program_name,
-        child_env.get("PATH").map(String::as_str),
-        &cwd,
-    )
-    .map_err(|e| RpcError::internal(format!("failed to spawn `{program_name}`: {e}")))?;
-    let size = p.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
-    // The mount namespace: joined when an identical one exists (then no mounts travel).
-    let mut capture = None;
-    let mut namespace = SpawnNamespace::Build;
-    if !prepared.mounts.is_empty() {
-        let carve_outs = prepared
-            .mounts
-            .len()
-            .saturating_sub(linked.paths.len() + linked.dirs.len());
-        match server.namespaces.plan(
-            &prepared.mounts,
-            prepared.userns,
-            carve_outs,
-            linked.version,
-        ) {
-            NamespacePlan::Join(ns) => namespace = SpawnNamespace::Join(ns),
-            NamespacePlan::Build { capture: Some(c) } => {
-                namespace = SpawnNamespace::BuildAndCapture;
-                capture = Some(c);
-            }
-            NamespacePlan::Build { capture: None } => {}
-        }
-    }
-    let mounts = match namespace {
-        SpawnNamespace::Join(_) => Vec::new(),
-        _ => prepared.mounts,
-    };
-    let has_notify_socket = !prepared.seccomp.is_empty();
-    let mut spec = SpawnSpec {
-        request: KeeperRequest {
-            program: program.as_os_str().as_bytes().to_vec(),
-            argv,
-            envp,
-            cwd: cwd.as_os_str().as_bytes().to_vec(),
-            tty: p.tty,
-            seccomp: prepared.seccomp,
-            has_ruleset: prepared.ruleset.is_some(),
-            has_port_guard: prepared.port_guard.is_some(),
-            no_new_privs: prepared.no_new_privs,
-            drop_caps: prepared.drop_caps,
-            no_core: prepared.no_core,
-            mounts,
-            userns: prepared.userns,
-            rlimits: rlimit_entries(&limits, tree),
-            ignore_sigxfsz: limits.max_file_size_bytes.is_some(),
-            has_cgroup: false,
-            namespace: Default::default(),
-            has_notify_socket,
-        },
-        tty: p.tty.then_some(size),
-        pipe_stdin: p.pipe_stdin && !p.tty,
-        ruleset: prepared.ruleset,
-        port_guard: prepared.port_guard,
-        cgroup_procs: None,
-        namespace,
-    };
-    let cgroup = match &server.cgroup {
-        Some(root) => {
-            let group = root
-                .create(limits.memory_bytes, limits.max_processes)
-                .map_err(|e| RpcError::internal(format!("creating the process cgroup: {e}")))?;
-            spec.cgroup_procs = Some(
-                group
-                    .procs()
-                    .map_err(|e| RpcError::internal(format!("opening the process cgroup: {e}")))?,
-            );
-            spec.request.has_cgroup = true;
-            Some(group)
-        }
-        None => None,
-    };
-
-    if !session.processes.reserve(&p.process_id) {
-        return Err(RpcError::invalid_request(format!(
-            "process {} already exists",
-            p.process_id
-        )));
-    }
-    let started = Instant::now();
-    let mut spawned = match server.spawner.spawn(spec).await {
-        Ok(s) => s,
-        Err(e) => {
-            session.processes.unreserve(&p.process_id);
-            return Err(spawn_error(&program_name, &cwd, e));
-        }
-    };
-    if let Some(c) = capture {
-        server
-            .namespaces
-            .adopt(c, std::mem::take(&mut spawned.captured));
-    }
-    let process = Arc::new(
-        Process::new(
-            p.process_id.clone(),
-            spawned.pid,
-            spawned.keeper,
-            spawned.pty,
-            spawned.stdin,
-            server.config.retain_output_bytes,
-            prepared.confined,
-        )
-        .with_cgroup(cgroup),
-    );
-    // The evidence sources watching this process (issue 16).
-    let mut refusal_note = None;
-    if has_notify_socket {
-        let watched = match spawned.listener {
-            Some(listener) => crate::process::refusals::watch(process.clone(), listener).is_ok(),
-            None => false,
-        };
-        if watched {
-            process.state().denials.add_source(DenialSource::Seccomp);
-        } else {
-            refusal_note = Some(
-                "the syscalls the seccomp filter refuses are not listed in `denials`: no \
-                 seccomp listener could be installed (stockade runs under an outer seccomp \
-                 notifier, or the kernel lacks user notification); the plain filter refuses \
-                 the same calls"
-                    .to_string(),
-            );
-        }
-    }
-    session.processes.insert(process.clone());
-    let (gate_tx, gate_rx) = oneshot::channel();
-    let pump = Pump {
-        process: process.clone(),
-        outputs: spawned.outputs,
-        status: spawned.status,
-        sink: session.sink.clone(),
-        gate: gate_rx,
-        table: Arc::downgrade(&session.processes),
-        config: PumpConfig {
-            close_grace: server.config.close_grace,
-            retain_exited: server.config.retain_exited,
-            wall_time: limits.wall_time_ms.map(Duration::from_millis),
-            max_output_bytes: limits.max_output_bytes,
-        },
-        started,
-    };
-    tokio::spawn(pump.run());
-    let mut report = prepared.report;
-    report["limits"] = limits_report(&limits, tree);
-    if let (Some(note), Some(notes)) = (refusal_note, report["notes"].as_array_mut()) {
-        notes.push(Value::String(note));
-    }
-    if !limit_degradations.is_empty() {
-        if let Some(d) = report["degradations"].as_array_mut() {
-            d.extend(limit_degradations.into_iter().map(Value::String));
-        }
-        report["enforcement"] = json!("degraded");
-    }
-    let result = StartResult {
+    Ok(StartRequest {
         process_id: p.process_id,
-        sandbox_type: if prepared.confined {
-            SANDBOX_TYPE_CONFINED
-        } else {
-            SANDBOX_TYPE_NONE
-        },
-        pid: spawned.pid,
-        sandbox: report,
-    };
-    let value = serde_json::to_value(result).map_err(|e| RpcError::internal(e.to_string()))?;
-    Ok((value, gate_tx))
-}
-
-/// Which limits the process's cgroup enforces for the whole tree.
-#[derive(Debug, Clone, Copy, Default)]
-struct TreeLimits {
-    memory: bool,
-    pids: bool,
-}
-
-/// The rlimits a request's limits become (resource number, value), encoded for the keeper.
-fn rlimit_entries(l: &Limits, tree: TreeLimits) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut push = |resource: libc::__rlimit_resource_t, value: Option<u64>| {
-        if let Some(v) = value {
-            let mut e = resource.to_le_bytes().to_vec();
-            e.extend_from_slice(&v.to_le_bytes());
-            out.push(e);
-        }
-    };
-    // RLIMIT_CPU counts whole seconds: round up, at least one.
-    push(
-        libc::RLIMIT_CPU,
-        l.cpu_time_ms.map(|ms| ms.div_ceil(1000).max(1)),
-    );
-    push(libc::RLIMIT_AS, l.memory_bytes.filter(|_| !tree.memory));
-    push(libc::RLIMIT_NPROC, l.max_processes.filter(|_| !tree.pids));
-    push(libc::RLIMIT_FSIZE, l.max_file_size_bytes);
-    push(libc::RLIMIT_NOFILE, l.max_open_files);
-    out
-}
-
-/// The `limits` part of the SandboxReport: each effective limit and how it is enforced.
-fn limits_report(l: &Limits, tree: TreeLimits) -> Value {
-    let mechanism = |name: &str| match name {
-        "memoryBytes" if tree.memory => "cgroup v2 memory.max (the whole tree; swap off)",
-        "maxProcesses" if tree.pids => "cgroup v2 pids.max (the whole tree)",
-        "wallTimeMs" => "timer, then the tree is killed",
-        "cpuTimeMs" => "RLIMIT_CPU (whole seconds, rounded up; SIGXCPU then SIGKILL)",
-        "memoryBytes" => "RLIMIT_AS (virtual memory per process; allocations fail)",
-        "maxProcesses" => "RLIMIT_NPROC (counts every process of the user, not only this tree)",
-        "maxFileSizeBytes" => "RLIMIT_FSIZE (writes fail with EFBIG)",
-        "maxOpenFiles" => "RLIMIT_NOFILE",
-        _ => "output counter, then the tree is killed",
-    };
-    let mut m = serde_json::Map::new();
-    for (name, v) in l.fields() {
-        if let Some(v) = v {
-            m.insert(
-                name.to_string(),
-                json!({"value": v, "mechanism": mechanism(name)}),
-            );
-        }
-    }
-    Value::Object(m)
+        argv: p.argv,
+        arg0: p.arg0,
+        cwd,
+        env: p.env,
+        env_policy,
+        sandbox_policy: p.sandbox_policy,
+        sandbox: p.sandbox,
+        limits: p.limits,
+        tty: p.tty,
+        pipe_stdin: p.pipe_stdin,
+        size: p.size,
+        enforce_managed_network: p.enforce_managed_network == Some(true),
+    })
 }
 
 /// Upper bound on `waitMs` (keeps deadline arithmetic far from overflow).

@@ -15,9 +15,9 @@ use crate::config::ServerConfig;
 use crate::env::ServerEnv;
 use crate::fs::FsService;
 use crate::process::cgroup::CgroupRoot;
+use crate::process::service::ProcessService;
 use crate::process::spawn::Spawner;
 use crate::process::zygote::Zygote;
-use crate::sandbox::links::LinkCensus;
 use crate::sandbox::mountns::NamespaceCache;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::{HostSupport, SeccompCache};
@@ -42,28 +42,14 @@ pub type Outbox = mpsc::Sender<OutMessage>;
 pub struct Server {
     /// Settings.
     pub config: ServerConfig,
-    /// The thread that forks keepers.
-    pub spawner: Arc<Spawner>,
+    /// Starting processes (spawner, census, namespaces, cgroups); shared by all sessions.
+    pub processes: ProcessService,
     /// All sessions (the only global mutable state).
     pub sessions: Arc<Sessions>,
     /// Host description for `initialize` and `environment/info`.
     pub host: hostinfo::HostInfo,
-    /// The server's environment, captured once at startup (later changes are not seen).
-    pub env: ServerEnv,
-    /// What the host can enforce (Landlock ABI after the configured cap).
-    pub host_support: HostSupport,
-    /// seccomp programs compiled once at startup.
-    pub seccomp: SeccompCache,
-    /// The server runs as root (children then get no capabilities at all).
-    pub is_root: bool,
     /// The filesystem methods and their confined workers.
     pub fs: FsService,
-    /// The delegated cgroup v2 directory, when configured.
-    pub cgroup: Option<Arc<CgroupRoot>>,
-    /// Hard links out of the writable roots (made read-only for processes).
-    pub links: Arc<LinkCensus>,
-    /// Mount namespaces kept for reuse, one per mount plan.
-    pub namespaces: NamespaceCache,
 }
 
 impl Server {
@@ -99,19 +85,22 @@ impl Server {
             )),
             None => None,
         };
-        Ok(Arc::new(Server {
-            fs,
-            cgroup,
-            links: Arc::new(LinkCensus::default()),
-            namespaces: NamespaceCache::new(probe::setns_keeps_root()),
-            config,
-            spawner: Spawner::start(zygote)?,
-            sessions: Arc::new(Sessions::default()),
-            host,
+        let processes = ProcessService::new(
+            config.process_settings(),
             env,
+            Spawner::start(zygote)?,
+            cgroup,
             host_support,
             seccomp,
             is_root,
+            NamespaceCache::new(probe::setns_keeps_root()),
+        );
+        Ok(Arc::new(Server {
+            fs,
+            processes,
+            config,
+            sessions: Arc::new(Sessions::default()),
+            host,
         }))
     }
 

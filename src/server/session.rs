@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::{OutMessage, Outbox};
 use crate::process::ProcessTable;
+use crate::process::events::{EventSink, OutputEvent};
+use crate::protocol::envelope::notification;
+use crate::protocol::process::{ClosedParams, ExitedParams};
 use crate::protocol::{ErrorCode, RpcError};
 
 /// Where a session's notifications go: the attached connection, or nowhere while detached.
@@ -29,6 +32,47 @@ impl SessionSink {
 
     fn set(&self, outbox: Option<Outbox>) {
         *self.slot() = outbox;
+    }
+}
+
+/// A process's events become this session's notifications. `process/output` is built by hand
+/// straight into one buffer: base64 needs no JSON escaping, and this is the hot path for
+/// streaming.
+impl EventSink for SessionSink {
+    async fn output(&self, event: OutputEvent<'_>) {
+        let id = serde_json::to_string(event.process_id).unwrap_or_else(|_| "\"\"".into());
+        let mut msg = Vec::with_capacity(
+            base64_simd::STANDARD.encoded_length(event.data.len()) + id.len() + 100,
+        );
+        msg.extend_from_slice(b"{\"method\":\"process/output\",\"params\":{\"processId\":");
+        msg.extend_from_slice(id.as_bytes());
+        msg.extend_from_slice(b",\"seq\":");
+        msg.extend_from_slice(event.seq.to_string().as_bytes());
+        msg.extend_from_slice(b",\"stream\":\"");
+        msg.extend_from_slice(event.stream.name().as_bytes());
+        msg.extend_from_slice(b"\",\"chunk\":\"");
+        base64_simd::STANDARD.encode_append(event.data, &mut msg);
+        msg.extend_from_slice(b"\"}}");
+        match String::from_utf8(msg) {
+            Ok(text) => self.send(OutMessage(text)).await,
+            Err(_) => tracing::error!("output notification was not UTF-8"),
+        }
+    }
+
+    async fn exited(&self, event: ExitedParams) {
+        self.send(notification(
+            "process/exited",
+            serde_json::to_value(event).unwrap_or_default(),
+        ))
+        .await;
+    }
+
+    async fn closed(&self, event: ClosedParams) {
+        self.send(notification(
+            "process/closed",
+            serde_json::to_value(event).unwrap_or_default(),
+        ))
+        .await;
     }
 }
 

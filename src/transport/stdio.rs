@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::Frame;
 use super::lines::LineDecoder;
-use crate::process::sys::nonblocking_std;
+use crate::fdio::nonblocking_std;
 use crate::server::Server;
 use crate::server::connection::{self, ConnKind, JsonRpcMode, encode_outgoing};
 
@@ -20,7 +20,7 @@ pub async fn run(server: Arc<Server>) {
     let max = server.config.max_message_bytes;
     tokio::spawn(async move {
         // Like stdout: direct non-blocking reads when stdin is a pipe or socket.
-        let direct = nonblocking_std(0);
+        let direct = nonblocking_std(std::io::stdin());
         let mut stdin = tokio::io::stdin();
         let mut decoder = LineDecoder::new(max);
         let mut buf = vec![0u8; 64 * 1024];
@@ -52,7 +52,7 @@ pub async fn run(server: Arc<Server>) {
     let writer = tokio::spawn(async move {
         // Non-blocking writes straight to the pipe when possible (tokio's stdout goes through
         // the blocking pool, one copy and one thread hop per write).
-        let direct = nonblocking_std(1);
+        let direct = nonblocking_std(std::io::stdout());
         if let Some(pipe) = &direct {
             // Output notifications are large when a process streams: a deeper pipe means
             // fewer writes and fewer wakeups of the client (best effort).
