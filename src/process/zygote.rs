@@ -339,6 +339,8 @@ impl Zygote {
         // SAFETY: fresh fds owned here.
         let (server_end, zygote_end) =
             unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // SAFETY: getpid has no preconditions.
+        let server_pid = unsafe { libc::getpid() };
         // SAFETY: called before any thread exists, so the child may run arbitrary code.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -346,7 +348,7 @@ impl Zygote {
         }
         if pid == 0 {
             drop(server_end);
-            zygote_main(zygote_end);
+            zygote_main(zygote_end, server_pid);
         }
         drop(zygote_end);
         Ok(Zygote { sock: server_end })
@@ -471,7 +473,7 @@ fn reap_keepers() {
     }
 }
 
-fn zygote_main(sock: OwnedFd) -> ! {
+fn zygote_main(sock: OwnedFd, server_pid: libc::pid_t) -> ! {
     let mut taken = [0; 2];
     // SAFETY: single-threaded child; plain syscalls.
     unsafe {
@@ -482,7 +484,10 @@ fn zygote_main(sock: OwnedFd) -> ! {
             0,
             0,
         );
-        if libc::getppid() == 1 {
+        // The server may have died before PDEATHSIG was armed: then this process has been
+        // reparented. Compared with the server's pid, not with 1: the server itself is pid 1
+        // as a container's entrypoint (and an orphan may go to a subreaper instead of 1).
+        if libc::getppid() != server_pid {
             libc::_exit(0);
         }
         // Do not hold the server's stdin/stdout (the client waits for their EOF).
