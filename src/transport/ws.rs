@@ -98,13 +98,52 @@ pub async fn run(server: Arc<Server>, listener: TcpListener, sec: WsSecurity) {
     }
 }
 
+/// The request line a health check starts with (kubelet, podman and curl send it at once).
+const HEALTH_REQUEST: &[u8] = b"GET /healthz ";
+
+/// Answers `GET /healthz` on the WebSocket port: `200 ok`, without authentication (container
+/// probes carry no token) and without any information beyond "the server accepts
+/// connections". Returns true when the connection was a health check (then it is done).
+/// Anything else, the WebSocket upgrade included, is left untouched in the socket.
+async fn answer_health_check(stream: &mut TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = [0u8; HEALTH_REQUEST.len()];
+    // One peek: waits for the first bytes, as the handshake would.
+    match stream.peek(&mut head).await {
+        Ok(n) if n == head.len() && head == HEALTH_REQUEST => {}
+        _ => return false,
+    }
+    // Read the request (bounded in size and time), then answer and close.
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_all).await;
+    let _ = stream
+        .write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+        )
+        .await;
+    let _ = stream.shutdown().await;
+    true
+}
+
 async fn serve_socket(
     server: Arc<Server>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     sec: &WsSecurity,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let _ = stream.set_nodelay(true);
+    if answer_health_check(&mut stream).await {
+        return Ok(());
+    }
     let limit = server.config.max_message_bytes;
     // tungstenite buffers a whole message before we can look at it, so it gets a hard cap
     // above the protocol limit: messages between the two are refused with an error and the
