@@ -8,12 +8,13 @@
 pub mod env;
 pub mod pattern;
 pub mod policy;
+pub mod probe;
 pub mod proxy;
 pub mod resolve;
 
 pub use pattern::{DomainPattern, Host, parse_host};
 pub use policy::{Mode, NetworkPolicy, Protocol, Reason};
-pub use proxy::{DecisionEvent, Denial, ListenerKind, Proxy};
+pub use proxy::{DecisionEvent, Denial, ListenerKind, Proxy, ProxyHandle};
 pub use resolve::{Resolve, Resolved, SystemResolver};
 
 /// The HTTP proxy's port inside the process's namespace.

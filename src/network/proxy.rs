@@ -159,6 +159,8 @@ pub enum ListenerKind {
 /// The proxy of one process: serves its listeners until [`Proxy::finish`].
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// The accept loops; each owns its listener, which closes when the loop ends.
+    accepting: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Proxy {
@@ -181,18 +183,26 @@ impl Proxy {
             decided: Notify::new(),
             shutdown,
         });
-        for (kind, listener) in listeners {
-            tokio::spawn(accept_loop(shared.clone(), kind, listener));
+        let accepting = listeners
+            .into_iter()
+            .map(|(kind, listener)| tokio::spawn(accept_loop(shared.clone(), kind, listener)))
+            .collect();
+        Proxy {
+            shared,
+            accepting: Mutex::new(accepting),
         }
-        Proxy { shared }
     }
 
-    /// Stops accepting, waits (at most `grace`) for the connections already accepted to be
-    /// decided, closes every connection and the event channel. Every decision event of this
-    /// process has been sent when this returns.
+    /// Stops accepting (the listeners are closed when this returns), waits (at most `grace`)
+    /// for the connections already accepted to be decided, closes every connection and the
+    /// event channel. Every decision event of this process has been sent when this returns.
     pub async fn finish(&self, grace: Duration) {
         let s = &self.shared;
         let _ = s.shutdown.send(true);
+        let loops = std::mem::take(&mut *self.accepting.lock().unwrap_or_else(|e| e.into_inner()));
+        for l in loops {
+            let _ = l.await;
+        }
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let notified = s.decided.notified();
@@ -234,6 +244,24 @@ impl Drop for Proxy {
 /// Resolves once shutdown was signalled.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await.is_ok();
+}
+
+/// A process's proxy and the task that forwards its decisions to the client.
+pub struct ProxyHandle {
+    /// The proxy.
+    pub proxy: Proxy,
+    /// Forwards [`DecisionEvent`]s; ends when the proxy's event channel closes.
+    pub forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// Stops the proxy and waits until every decision was forwarded; returns the refused
+    /// destinations.
+    pub async fn finish(self) -> Vec<Denial> {
+        self.proxy.finish(Duration::from_secs(2)).await;
+        let _ = self.forwarder.await;
+        self.proxy.denials()
+    }
 }
 
 async fn accept_loop(shared: Arc<Shared>, kind: ListenerKind, listener: TcpListener) {
