@@ -265,6 +265,8 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--spawn-only`: the spawn rows alone (for profiling the spawn path without the rest).
+    let spawn_only = std::env::args().any(|a| a == "--spawn-only");
     let n = if quick { 200 } else { 1000 };
     let total: usize = if quick { 200_000_000 } else { 1_000_000_000 };
 
@@ -272,7 +274,7 @@ fn main() {
     let mut s = Server::start(&["--retain-exited-ms", "0", "--ceiling", "danger-full-access"]);
     let unconfined = json!({"sandboxPolicy": {"type": "danger-full-access"}});
     let confined = json!({"sandboxPolicy": {"type": "workspace-write"}});
-    let bwrap = std::path::Path::new("/usr/bin/bwrap").exists();
+    let bwrap = !spawn_only && std::path::Path::new("/usr/bin/bwrap").exists();
     let bwrap_args = [
         "--ro-bind",
         "/",
@@ -333,6 +335,25 @@ fn main() {
     } else {
         None
     };
+    if spawn_only {
+        println!(
+            "| spawn unsandboxed, median (n={n}) | plain {pm:.3} ms | {sm:.3} ms | {:.2} |",
+            sm / pm
+        );
+        println!(
+            "| spawn unsandboxed, p90 | plain {p9:.3} ms | {s9:.3} ms | {:.2} |",
+            s9 / p9
+        );
+        println!(
+            "| spawn sandboxed, median | unsandboxed {sm:.3} ms | {xm:.3} ms | {:.2} |",
+            xm / sm
+        );
+        println!(
+            "| spawn sandboxed, p90 | unsandboxed {s9:.3} ms | {x9:.3} ms | {:.2} |",
+            x9 / s9
+        );
+        return;
+    }
 
     // Streaming: plain pipe read vs. through stockade (JSON + base64 decoded by this client).
     let count = total.to_string();

@@ -57,10 +57,13 @@ pub fn report(cap: Option<i32>) -> Value {
             },
         );
         let verdict = match p {
-            Ok(p) => match prepare::prepare(&p, host, &settings, &cache, root, &[], &[]) {
-                Ok(prep) => serde_json::to_value(prep.report).unwrap_or_default(),
-                Err(e) => json!({"enforcement": "refused", "error": e.to_string()}),
-            },
+            Ok(p) => {
+                match prepare::prepare(&p, host, &settings, &cache, root, &Default::default(), &[])
+                {
+                    Ok(prep) => serde_json::to_value(prep.report).unwrap_or_default(),
+                    Err(e) => json!({"enforcement": "refused", "error": e.to_string()}),
+                }
+            }
             Err(e) => json!({"enforcement": "refused", "error": e}),
         };
         policies.insert(ty.to_string(), verdict);

@@ -213,7 +213,7 @@ impl ProcessService {
         let (child_env, envp) = self.child_env(&req)?;
         let mut sandbox_policy = self.policy(&req, &child_env)?;
         let linked = self.check_links(&mut sandbox_policy).await?;
-        let mut prepared = prepare::prepare(
+        let prepared = prepare::prepare(
             &sandbox_policy,
             self.host,
             &self.settings.sandbox,
@@ -235,7 +235,7 @@ impl ProcessService {
         let (namespace, capture) = self.namespace(&prepared, &linked);
         let mounts = match namespace {
             SpawnNamespace::Join(_) => Vec::new(),
-            _ => std::mem::take(&mut prepared.mounts),
+            _ => prepared.all_mounts(),
         };
         let has_notify_socket = !prepared.seccomp.is_empty();
         let mut spec = SpawnSpec {
@@ -506,15 +506,13 @@ impl ProcessService {
         prepared: &Prepared,
         linked: &Findings,
     ) -> (SpawnNamespace, Option<Capture>) {
-        if prepared.mounts.is_empty() {
+        if !prepared.needs_namespace() {
             return (SpawnNamespace::Build, None);
         }
-        let carve_outs = prepared
-            .mounts
-            .len()
-            .saturating_sub(linked.paths.len() + linked.dirs.len());
+        let carve_outs = prepared.mounts.len().saturating_sub(linked.dirs.len());
         match self.namespaces.plan(
             &prepared.mounts,
+            &prepared.link_files,
             prepared.userns,
             carve_outs,
             linked.version,

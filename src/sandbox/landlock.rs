@@ -239,6 +239,125 @@ pub fn build(spec: &RulesetSpec) -> Result<BuiltRuleset, String> {
     })
 }
 
+/// A ruleset for a process: what [`build`] gives, with the ruleset as an fd of its own.
+#[derive(Debug)]
+pub struct ProcessRuleset {
+    /// The ruleset, for the child's `landlock_restrict_self`.
+    pub fd: OwnedFd,
+    /// What it handles.
+    pub handled: Handled,
+    /// Entries that could not be opened.
+    pub unopenable: Vec<String>,
+}
+
+/// The identity of what a path names now (following symlinks, as the ruleset's `open`
+/// does); `None` when it cannot be examined (then it was not granted either).
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Every path a ruleset for `spec` opens, in order.
+fn opened_paths<'a>(spec: &RulesetSpec<'a>) -> Vec<&'a Path> {
+    let Some(entries) = spec.entries else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|e| e.access != PolicyAccess::None)
+        .map(|e| e.path.as_path())
+        .chain(DEVICES.iter().map(Path::new))
+        .collect()
+}
+
+/// One kept ruleset.
+struct Kept {
+    abi: i32,
+    entries: Option<Vec<FsEntry>>,
+    block_network: bool,
+    scopes: bool,
+    /// What each opened path named when the ruleset was built.
+    identities: Vec<Option<(u64, u64)>>,
+    fd: OwnedFd,
+    handled: Handled,
+    unopenable: Vec<String>,
+}
+
+/// Rulesets kept (least recently used dropped first).
+const KEPT_RULESETS: usize = 16;
+
+static KEPT: std::sync::Mutex<std::collections::VecDeque<Kept>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// The ruleset for `spec`: a kept one when every path it opened still names the same object
+/// (device and inode), else a new one (then kept). Building one costs an `open`, `fstat`,
+/// `landlock_add_rule` and `close` per path (about 50 µs per spawn here), checking one a
+/// `stat` per path.
+///
+/// Why reuse is sound: a ruleset grants access to the inodes it holds, not to names. Each
+/// inode it holds stays allocated as long as the ruleset does, so its (device, inode) pair
+/// cannot be given to another object meanwhile: a path that still resolves to the same pair
+/// names the very object the ruleset holds, and a fresh build would hold the same one. A
+/// path that now names another object (a workspace deleted and made again, a directory
+/// renamed and replaced), or that appeared or vanished, gets a new ruleset. What is checked
+/// is exactly what a fresh build would open, at the same point of the request, so the window
+/// in which a path can be swapped before the child restricts itself is the same as with a
+/// fresh build.
+pub fn ruleset_for_process(spec: &RulesetSpec) -> Result<ProcessRuleset, String> {
+    let paths = opened_paths(spec);
+    let identities: Vec<Option<(u64, u64)>> = paths.iter().map(|p| identity(p)).collect();
+    let matches = |k: &Kept| {
+        k.abi == spec.abi
+            && k.block_network == spec.block_network
+            && k.scopes == spec.scopes
+            && k.entries.as_deref() == spec.entries
+    };
+    {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = kept.iter().position(matches) {
+            if kept[i].identities == identities {
+                let k = kept.remove(i).expect("index in range");
+                let out = ProcessRuleset {
+                    fd: k.fd.try_clone().map_err(|e| e.to_string())?,
+                    handled: k.handled,
+                    unopenable: k.unopenable.clone(),
+                };
+                kept.push_front(k);
+                return Ok(out);
+            }
+            kept.remove(i);
+        }
+    }
+    let built = build(spec)?;
+    let handled = built.handled;
+    let unopenable = built.unopenable.clone();
+    let fd = built.into_fd()?;
+    // Kept only when nothing changed while it was built: the identities taken before the
+    // build must still hold after it, or the kept ruleset could hold an object the check
+    // would not recognise.
+    let after: Vec<Option<(u64, u64)>> = paths.iter().map(|p| identity(p)).collect();
+    if after == identities {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|k| !matches(k));
+        kept.push_front(Kept {
+            abi: spec.abi,
+            entries: spec.entries.map(<[FsEntry]>::to_vec),
+            block_network: spec.block_network,
+            scopes: spec.scopes,
+            identities,
+            fd: fd.try_clone().map_err(|e| e.to_string())?,
+            handled,
+            unopenable: unopenable.clone(),
+        });
+        kept.truncate(KEPT_RULESETS);
+    }
+    Ok(ProcessRuleset {
+        fd,
+        handled,
+        unopenable,
+    })
+}
+
 /// Confines the calling thread (and threads it creates later) with `ruleset`: sets
 /// no_new_privs on the thread, then `landlock_restrict_self`. Before Landlock ABI 8 both are
 /// per-thread, which is what the filesystem workers rely on; never call this on a thread

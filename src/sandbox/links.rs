@@ -166,7 +166,9 @@ struct Memo {
 /// What the census contents say about one policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Answer {
-    paths: Vec<PathBuf>,
+    /// Shared with every [`Findings`] given out while the census is unchanged: a spawn then
+    /// copies no path (a `/tmp` with local clones holds hundreds of such links).
+    paths: Arc<[PathBuf]>,
     dirs: Vec<PathBuf>,
     blind: Vec<String>,
 }
@@ -205,8 +207,10 @@ fn writable_roots(entries: &[FsEntry]) -> Vec<PathBuf> {
 /// What the census found for a policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Findings {
-    /// The writable names of files that also have a name outside the writable roots.
-    pub paths: Vec<PathBuf>,
+    /// The writable names of files that also have a name outside the writable roots. The
+    /// same allocation for every answer of an unchanged census and policy, so that users can
+    /// recognise it cheaply ([`Arc::ptr_eq`]).
+    pub paths: Arc<[PathBuf]>,
     /// Directories to make read-only whole: the census cannot see into them (blind spots), or
     /// a file found below them has a name too long to mount.
     pub dirs: Vec<PathBuf>,
@@ -479,7 +483,7 @@ fn compute_answer(
     paths.retain(|p| !kept.keys().any(|k| p.starts_with(k)));
     paths.sort();
     Answer {
-        paths,
+        paths: paths.into(),
         blind: kept
             .iter()
             .map(|(d, why)| format!("{}: {why}", shorten(d)))
@@ -1129,7 +1133,7 @@ mod tests {
         let ws = std::fs::canonicalize(&ws).unwrap();
         assert_eq!(census.current(&entries), None, "a new root needs a walk");
         let first = census.outside_links(&entries);
-        assert_eq!(first.paths, vec![ws.join("cfg"), ws.join("sub/link")]);
+        assert_eq!(*first.paths, vec![ws.join("cfg"), ws.join("sub/link")]);
         assert!(first.version.is_some());
         assert_eq!(census.current(&entries), Some(first.clone()));
         // Files with one link come and go without changing the version (namespaces built
@@ -1157,7 +1161,7 @@ mod tests {
         std::fs::remove_file(ws.join("sub/link")).unwrap();
         assert_eq!(census.current(&entries), None, "events are queued");
         assert_eq!(
-            census.outside_links(&entries).paths,
+            *census.outside_links(&entries).paths,
             vec![ws.join("cfg"), ws.join("late"), ws.join("new/late2")]
         );
         // A directory renamed: the census follows it without a walk and stays exact, also
@@ -1166,12 +1170,12 @@ mod tests {
         std::fs::hard_link(out.join("secret"), ws.join("sub2/again")).unwrap();
         std::fs::remove_dir_all(ws.join("new")).unwrap();
         assert_eq!(
-            census.outside_links(&entries).paths,
+            *census.outside_links(&entries).paths,
             vec![ws.join("cfg"), ws.join("late"), ws.join("sub2/again")]
         );
         std::fs::hard_link(out.join("secret"), ws.join("sub2/again2")).unwrap();
         assert_eq!(
-            census.outside_links(&entries).paths,
+            *census.outside_links(&entries).paths,
             vec![
                 ws.join("cfg"),
                 ws.join("late"),
@@ -1190,19 +1194,19 @@ mod tests {
             ws.join("sub2/again2"),
             ws.join("tree/deep/l"),
         ];
-        assert_eq!(census.outside_links(&entries).paths, want);
+        assert_eq!(*census.outside_links(&entries).paths, want);
         std::fs::rename(ws.join("tree"), ws.join("sub2/tree")).unwrap();
         std::fs::hard_link(out.join("secret"), ws.join("sub2/tree/deep/m")).unwrap();
         want.pop();
         want.push(ws.join("sub2/tree/deep/l"));
         want.push(ws.join("sub2/tree/deep/m"));
-        assert_eq!(census.outside_links(&entries).paths, want);
+        assert_eq!(*census.outside_links(&entries).paths, want);
         std::fs::rename(ws.join("sub2/tree"), out.join("tree")).unwrap();
         want.truncate(4);
-        assert_eq!(census.outside_links(&entries).paths, want);
+        assert_eq!(*census.outside_links(&entries).paths, want);
         // What the census knows equals a fresh walk.
         let fresh = LinkCensus::default();
-        assert_eq!(fresh.outside_links(&entries).paths, want);
+        assert_eq!(*fresh.outside_links(&entries).paths, want);
         let _ = std::fs::remove_dir_all(&base);
     }
 
@@ -1259,7 +1263,7 @@ mod tests {
         } else {
             "c/l"
         };
-        assert_eq!(found.paths, vec![ws.join(at)], "the moved link was missed");
+        assert_eq!(*found.paths, vec![ws.join(at)], "the moved link was missed");
         // A tree that never holds still: no answer is trusted.
         let census = LinkCensus::unwatched();
         after_listing(Some(mover(usize::MAX)));

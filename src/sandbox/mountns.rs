@@ -32,6 +32,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// At most this many namespaces are kept (least recently used dropped first).
@@ -94,6 +95,23 @@ fn stamp_all(mounts: &[Vec<u8>]) -> Option<Vec<Stamp>> {
         .collect()
 }
 
+/// Stamps of hard-linked files (as [`stamp_all`] stamps a read-only op); `None` when one is
+/// missing.
+fn stamp_paths(paths: &[PathBuf]) -> Option<Vec<Stamp>> {
+    paths
+        .iter()
+        .map(|p| {
+            let md = std::fs::symlink_metadata(p).ok()?;
+            Some(Stamp {
+                dev: md.dev(),
+                ino: md.ino(),
+                ctime: md.ctime(),
+                ctime_nsec: md.ctime_nsec(),
+            })
+        })
+        .collect()
+}
+
 /// How a process gets its mount namespace.
 #[derive(Debug)]
 pub enum NamespacePlan {
@@ -110,6 +128,7 @@ pub enum NamespacePlan {
 #[derive(Debug)]
 pub struct Capture {
     mounts: Vec<Vec<u8>>,
+    links: Arc<[PathBuf]>,
     userns: bool,
     stamps: Vec<Stamp>,
     census: Option<u64>,
@@ -118,6 +137,8 @@ pub struct Capture {
 
 struct Entry {
     mounts: Vec<Vec<u8>>,
+    /// The hard-linked files made read-only after `mounts` (vouched for by `census`).
+    links: Arc<[PathBuf]>,
     userns: bool,
     /// Stamps of the leading ops (all of them when `census` is `None`).
     stamps: Vec<Stamp>,
@@ -180,26 +201,30 @@ impl NamespaceCache {
         n != 0 && pfd.revents & (libc::POLLPRI | libc::POLLERR) != 0
     }
 
-    /// How a process with this mount plan (kind byte + path each; parents first) gets its
-    /// namespace. The ops after the first `stamped` are hard links the census found at
-    /// version `census` (see [`super::links::Findings`]); without a version every op is
-    /// stamped.
+    /// How a process with this mount plan (kind byte + path each; parents first; then a
+    /// read-only-if-present mount on each of `links`) gets its namespace. The ops after the
+    /// first `stamped`, and `links`, are what the census found at version `census` (see
+    /// [`super::links::Findings`]); without a version every op and link is stamped.
     pub fn plan(
         &self,
         mounts: &[Vec<u8>],
+        links: &Arc<[PathBuf]>,
         userns: bool,
         stamped: usize,
         census: Option<u64>,
     ) -> NamespacePlan {
-        if !self.enabled() || mounts.is_empty() {
+        if !self.enabled() || (mounts.is_empty() && links.is_empty()) {
             return NamespacePlan::Build { capture: None };
         }
-        let stamped = if census.is_some() {
-            stamped.min(mounts.len())
+        let stamps = if census.is_some() {
+            stamp_all(&mounts[..stamped.min(mounts.len())])
         } else {
-            mounts.len()
+            // No census version vouches for the links: each is stamped like a carve-out.
+            stamp_all(mounts).and_then(|mut st| {
+                st.extend(stamp_paths(links)?);
+                Some(st)
+            })
         };
-        let stamps = stamp_all(&mounts[..stamped]);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if self.mount_table_changed() {
             st.entries.clear();
@@ -208,11 +233,14 @@ impl NamespaceCache {
         let Some(stamps) = stamps else {
             return NamespacePlan::Build { capture: None };
         };
-        if let Some(i) = st
-            .entries
-            .iter()
-            .position(|e| e.userns == userns && e.mounts == mounts)
-        {
+        // The census hands out the same allocation while it is unchanged: most lookups
+        // compare the links by pointer, not path by path.
+        let same = |e: &Entry| {
+            e.userns == userns
+                && e.mounts == mounts
+                && (Arc::ptr_eq(&e.links, links) || e.links == *links)
+        };
+        if let Some(i) = st.entries.iter().position(same) {
             let entry = st.entries.remove(i).expect("index in range");
             if entry.stamps == stamps && entry.census == census {
                 let fds = entry.fds.clone();
@@ -223,6 +251,7 @@ impl NamespaceCache {
         NamespacePlan::Build {
             capture: Some(Capture {
                 mounts: mounts.to_vec(),
+                links: links.clone(),
                 userns,
                 stamps,
                 census,
@@ -246,10 +275,12 @@ impl NamespaceCache {
         }
         let mnt = fds.pop().expect("length checked");
         let user = fds.pop();
-        st.entries
-            .retain(|e| !(e.userns == capture.userns && e.mounts == capture.mounts));
+        st.entries.retain(|e| {
+            !(e.userns == capture.userns && e.mounts == capture.mounts && e.links == capture.links)
+        });
         st.entries.push_front(Entry {
             mounts: capture.mounts,
+            links: capture.links,
             userns: capture.userns,
             stamps: capture.stamps,
             census: capture.census,
@@ -292,7 +323,7 @@ mod tests {
         userns: bool,
         census: Option<u64>,
     ) -> Verdict {
-        match cache.plan(mounts, userns, 1, census) {
+        match cache.plan(mounts, &Arc::from([]), userns, 1, census) {
             NamespacePlan::Join(_) => Verdict::Join,
             NamespacePlan::Build { capture: Some(_) } => Verdict::BuildAndKeep,
             NamespacePlan::Build { capture: None } => Verdict::BuildOnce,
@@ -303,7 +334,7 @@ mod tests {
     fn build(cache: &NamespaceCache, mounts: &[Vec<u8>], census: Option<u64>, fds: usize) {
         let NamespacePlan::Build {
             capture: Some(capture),
-        } = cache.plan(mounts, false, 1, census)
+        } = cache.plan(mounts, &Arc::from([]), false, 1, census)
         else {
             panic!("expected a build to capture");
         };
@@ -405,6 +436,46 @@ mod tests {
         );
         // Without a version every op is stamped, and a missing one is never captured.
         assert_eq!(verdict(&cache, &mounts, false, None), Verdict::BuildOnce);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_are_compared_by_content_and_stamped_without_a_census_version() {
+        let dir = scratch("links");
+        let link = dir.join("linked");
+        std::fs::write(&link, "x").unwrap();
+        let mounts = vec![op(6, &dir)];
+        let links: Arc<[PathBuf]> = Arc::from([link.clone()]);
+        let cache = NamespaceCache::new(true);
+        let plan =
+            |links: &Arc<[PathBuf]>, census| match cache.plan(&mounts, links, false, 1, census) {
+                NamespacePlan::Join(_) => Verdict::Join,
+                NamespacePlan::Build { capture: Some(c) } => {
+                    let fds = vec![OwnedFd::from(File::open("/dev/null").unwrap())];
+                    cache.adopt(c, fds);
+                    Verdict::BuildAndKeep
+                }
+                NamespacePlan::Build { capture: None } => Verdict::BuildOnce,
+            };
+        assert_eq!(plan(&links, Some(3)), Verdict::BuildAndKeep);
+        assert_eq!(plan(&links, Some(3)), Verdict::Join);
+        // Another allocation with the same paths is the same plan...
+        let copy: Arc<[PathBuf]> = Arc::from([link.clone()]);
+        assert_eq!(plan(&copy, Some(3)), Verdict::Join);
+        // ...other paths are not (nor none at all).
+        let other: Arc<[PathBuf]> = Arc::from([dir.join("other")]);
+        assert_eq!(plan(&other, Some(3)), Verdict::BuildAndKeep);
+        assert_eq!(plan(&Arc::from([]), Some(3)), Verdict::BuildAndKeep);
+        // Without a census version the links are stamped: a replaced link means a new build,
+        // a missing one is never kept.
+        assert_eq!(plan(&links, None), Verdict::BuildAndKeep);
+        assert_eq!(plan(&links, None), Verdict::Join);
+        let tmp = dir.join("linked.tmp");
+        std::fs::write(&tmp, "y").unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        assert_eq!(plan(&links, None), Verdict::BuildAndKeep);
+        std::fs::remove_file(&link).unwrap();
+        assert_eq!(plan(&links, None), Verdict::BuildOnce);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -215,15 +215,42 @@ pub struct Prepared {
     pub drop_caps: bool,
     /// RLIMIT_CORE = 0.
     pub no_core: bool,
-    /// Mount operations (kind byte + path) for a private mount namespace: the carve-outs,
-    /// then one read-only-if-present op per file of `read_only_files`.
+    /// Mount operations (kind byte + path) for a private mount namespace: the read-only
+    /// view, the carve-outs and the directories of `read_only_dirs`; then one
+    /// read-only-if-present op (kind 3) per file of `link_files`, which [`Prepared::all_mounts`]
+    /// appends.
     pub mounts: Vec<Vec<u8>>,
+    /// The files of `read_only_files` that get a mount (empty when they do not fit): kept as
+    /// the census gave them, not encoded per spawn, since a spawn that joins a namespace
+    /// (most do) only compares them, and the census hands out the same allocation while it
+    /// is unchanged (see [`super::mountns`]).
+    pub link_files: Arc<[PathBuf]>,
     /// The mount namespace needs a user namespace (not root).
     pub userns: bool,
     /// Any confinement at all (`sandboxType: linuxSeccomp`).
     pub confined: bool,
     /// The SandboxReport.
     pub report: SandboxReport,
+}
+
+impl Prepared {
+    /// Every mount op, `link_files` encoded (kind 3) after `mounts`: what a process that
+    /// builds its namespace applies.
+    pub fn all_mounts(&self) -> Vec<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut all = self.mounts.clone();
+        all.extend(self.link_files.iter().map(|f| {
+            let mut op = vec![3u8];
+            op.extend_from_slice(f.as_os_str().as_bytes());
+            op
+        }));
+        all
+    }
+
+    /// Whether the process needs a private mount namespace.
+    pub fn needs_namespace(&self) -> bool {
+        !self.mounts.is_empty() || !self.link_files.is_empty()
+    }
 }
 
 /// A read-only or hidden subtree inside an allowed one: Landlock cannot express it, so it
@@ -392,7 +419,7 @@ fn unescape_mount_path(field: &str) -> Vec<u8> {
 /// so the mounts that contain a writable root turn read-only around it, and mounts inside
 /// the roots keep their own flags.
 pub fn read_only_view(entries: &[FsEntry]) -> Vec<Vec<u8>> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::os::unix::ffi::OsStrExt;
     let mut roots: Vec<PathBuf> = entries
         .iter()
         .filter(|e| e.access == Access::Write)
@@ -405,15 +432,10 @@ pub fn read_only_view(entries: &[FsEntry]) -> Vec<Vec<u8>> {
         .filter(|r| !roots.iter().any(|o| o != *r && r.starts_with(o)))
         .cloned()
         .collect();
-    let mut points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|f| PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(f))))
-        .filter(|p| p.is_absolute() && !outer.iter().any(|r| p.starts_with(r)))
-        .collect();
-    points.sort_by_key(|p| p.components().count());
-    points.dedup();
+    let host = host_mount_points();
+    let points = host
+        .iter()
+        .filter(|p| !outer.iter().any(|r| p.starts_with(r)));
     let op = |kind: u8, p: &Path| {
         let mut m = vec![kind];
         m.extend_from_slice(p.as_os_str().as_bytes());
@@ -422,8 +444,62 @@ pub fn read_only_view(entries: &[FsEntry]) -> Vec<Vec<u8>> {
     outer
         .iter()
         .map(|r| op(6, r))
-        .chain(points.iter().map(|p| op(5, p)))
+        .chain(points.map(|p| op(5, p)))
         .collect()
+}
+
+/// The host's mount points (absolute, fewest components first, no duplicates), read from
+/// `/proc/self/mountinfo` again only when the mount table changed since the last read.
+///
+/// Why: the kernel renders the whole table for every read (about 0.1 ms per spawn here),
+/// while it changes rarely. Sound because the change is polled *before* the table is read:
+/// a change that lands during or after the read is reported by the next poll, which reads
+/// again (the same `POLLPRI` signal [`super::mountns`] relies on). Without `/proc` (no poll)
+/// the table is read every time.
+fn host_mount_points() -> Arc<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStringExt;
+    struct Cache {
+        table: Option<std::fs::File>,
+        points: Option<Arc<Vec<PathBuf>>>,
+    }
+    static CACHE: std::sync::Mutex<Option<Cache>> = std::sync::Mutex::new(None);
+    let mut guard = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = guard.get_or_insert_with(|| Cache {
+        table: std::fs::File::open("/proc/self/mounts").ok(),
+        points: None,
+    });
+    let changed = match &cache.table {
+        Some(f) => {
+            use std::os::fd::AsRawFd;
+            let mut pfd = libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            };
+            // SAFETY: poll on one valid pollfd, without waiting.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            // The first poll after opening always reports a change (nothing cached yet).
+            n != 0 && pfd.revents & (libc::POLLPRI | libc::POLLERR) != 0
+        }
+        None => true,
+    };
+    if !changed && let Some(points) = &cache.points {
+        return points.clone();
+    }
+    let mut points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|f| PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(f))))
+        .filter(|p| p.is_absolute())
+        .collect();
+    points.sort_by_key(|p| p.components().count());
+    points.dedup();
+    let points = Arc::new(points);
+    if cache.table.is_some() {
+        cache.points = Some(points.clone());
+    }
+    points
 }
 
 /// The operator's limits on what a client may ask for: the ceiling, the network switch and
@@ -719,8 +795,8 @@ pub fn prepare(
     settings: &SandboxSettings,
     seccomp_cache: &SeccompCache,
     server_is_root: bool,
-    read_only_files: &[std::path::PathBuf],
-    read_only_dirs: &[std::path::PathBuf],
+    read_only_files: &Arc<[PathBuf]>,
+    read_only_dirs: &[PathBuf],
 ) -> Result<Prepared, SandboxError> {
     check_allowed(policy, settings)?;
     if policy.is_unconfined() {
@@ -744,6 +820,7 @@ pub fn prepare(
             drop_caps: false,
             no_core: false,
             mounts: Vec::new(),
+            link_files: Arc::from([]),
             userns: false,
             confined: false,
         });
@@ -751,6 +828,7 @@ pub fn prepare(
     let abi = host.landlock_abi;
     let mut missing: Vec<String> = Vec::new();
     let mut mounts: Vec<Vec<u8>> = Vec::new();
+    let mut link_files: Arc<[PathBuf]> = Arc::from([]);
     let mut notes_extra: Vec<String> = Vec::new();
     let entries = match &policy.filesystem {
         Filesystem::Restricted(e) => Some(e.as_slice()),
@@ -768,38 +846,35 @@ pub fn prepare(
             use std::os::unix::ffi::OsStrExt;
             // Directories the census cannot see into: recursive binds (they keep the carve-outs
             // below them), none below another. Then files below no carve-out (they resolve to
-            // `write`) and below none of those directories: order among them is free.
+            // `write`) and below none of those directories: order among them is free (the
+            // files are appended by `all_mounts`).
             m.extend(read_only_dirs.iter().map(|d| {
                 let mut op = vec![0u8];
                 op.extend_from_slice(d.as_os_str().as_bytes());
                 op
             }));
-            m.extend(read_only_files.iter().map(|f| {
-                let mut op = vec![3u8];
-                op.extend_from_slice(f.as_os_str().as_bytes());
-                op
-            }));
         }
+        let total = m.len() + read_only_files.len();
         // The mounts copied from the host count against the kernel's per-namespace limit too;
         // leave them room.
         let room = probe::mount_max().saturating_sub(MOUNTS_RESERVED);
-        if let (false, MountNamespaces::Unavailable(fix)) = (m.is_empty(), host.mount_namespaces) {
+        if let (false, MountNamespaces::Unavailable(fix)) = (total == 0, host.mount_namespaces) {
             missing.push(format!(
                 "a private mount namespace (to make everything outside the writable roots read-only, and subpaths read-only or hidden): {fix}"
             ));
-        } else if m.len() > room {
+        } else if total > room {
             missing.push(format!(
-                "room for {} mounts in one mount namespace (fs.mount-max allows about {room}) to make {} hard links to files outside the writable roots read-only (remove them, or start the server with --no-protect-hard-links)",
-                m.len(),
+                "room for {total} mounts in one mount namespace (fs.mount-max allows about {room}) to make {} hard links to files outside the writable roots read-only (remove them, or start the server with --no-protect-hard-links)",
                 read_only_files.len() + read_only_dirs.len()
             ));
             // Degraded: the carve-outs alone, when they fit.
-            m.truncate(m.len() - read_only_files.len() - read_only_dirs.len());
+            m.truncate(m.len() - read_only_dirs.len());
             if m.len() <= room {
                 mounts = m;
             }
         } else {
             mounts = m;
+            link_files = read_only_files.clone();
         }
     }
     if entries.is_none() {
@@ -853,28 +928,25 @@ pub fn prepare(
     let mut notes = policy.notes.clone();
     notes.extend(notes_extra);
     let mut handled = landlock::Handled::none();
-    let ruleset =
-        if want_landlock {
-            let built = landlock::build(&RulesetSpec {
-                abi,
-                entries,
-                block_network: !policy.network,
-                scopes: policy.hardening,
-            })
-            .map_err(|e| SandboxError::Internal(format!("building the Landlock ruleset: {e}")))?;
-            notes.extend(
-                built
-                    .unopenable
-                    .iter()
-                    .map(|u| format!("not granted (cannot open): {u}")),
-            );
-            handled = built.handled;
-            Some(built.into_fd().map_err(|e| {
-                SandboxError::Internal(format!("building the Landlock ruleset: {e}"))
-            })?)
-        } else {
-            None
-        };
+    let ruleset = if want_landlock {
+        let built = landlock::ruleset_for_process(&RulesetSpec {
+            abi,
+            entries,
+            block_network: !policy.network,
+            scopes: policy.hardening,
+        })
+        .map_err(|e| SandboxError::Internal(format!("building the Landlock ruleset: {e}")))?;
+        notes.extend(
+            built
+                .unopenable
+                .iter()
+                .map(|u| format!("not granted (cannot open): {u}")),
+        );
+        handled = built.handled;
+        Some(built.fd)
+    } else {
+        None
+    };
     if port_guard.is_some() {
         notes.push(format!(
             "TCP connect and bind to this server's own port {} are denied",
@@ -903,7 +975,9 @@ pub fn prepare(
         Vec::new()
     };
     let filesystem = match (&policy.filesystem, &ruleset) {
-        (Filesystem::Restricted(_), Some(_)) if !mounts.is_empty() => "landlock+mount-namespace",
+        (Filesystem::Restricted(_), Some(_)) if !mounts.is_empty() || !link_files.is_empty() => {
+            "landlock+mount-namespace"
+        }
         (Filesystem::Restricted(_), Some(_)) => "landlock",
         _ => "none",
     };
@@ -930,8 +1004,10 @@ pub fn prepare(
         no_new_privs: true,
         drop_caps: server_is_root,
         no_core: true,
-        userns: !mounts.is_empty() && host.mount_namespaces == MountNamespaces::InUserNamespace,
+        userns: (!mounts.is_empty() || !link_files.is_empty())
+            && host.mount_namespaces == MountNamespaces::InUserNamespace,
         mounts,
+        link_files,
         confined: true,
         report,
     })
@@ -966,7 +1042,7 @@ mod tests {
             return; // Nothing else to check on a host that refuses the policy anyway.
         }
         let seccomp = SeccompCache::build();
-        let files: Vec<std::path::PathBuf> = (0..probe::mount_max())
+        let files: Arc<[PathBuf]> = (0..probe::mount_max())
             .map(|i| format!("/nonexistent/link{i}").into())
             .collect();
         let settings = SandboxSettings::default();
@@ -981,11 +1057,14 @@ mod tests {
             ..SandboxSettings::default()
         };
         let ok = prepare(&p, host, &degraded, &seccomp, true, &files, &[]).unwrap();
-        assert!(ok.mounts.iter().all(|m| m[0] != 3), "no hard-link mount");
+        assert!(
+            ok.all_mounts().iter().all(|m| m[0] != 3),
+            "no hard-link mount"
+        );
         assert_eq!(ok.report.enforcement, Enforcement::Degraded);
         // Within the limit: one read-only-if-present mount per file.
-        let few = &files[..3];
-        let ok = prepare(&p, host, &settings, &seccomp, true, few, &[]).unwrap();
-        assert_eq!(ok.mounts.iter().filter(|m| m[0] == 3).count(), 3);
+        let few: Arc<[PathBuf]> = files[..3].into();
+        let ok = prepare(&p, host, &settings, &seccomp, true, &few, &[]).unwrap();
+        assert_eq!(ok.all_mounts().iter().filter(|m| m[0] == 3).count(), 3);
     }
 }
