@@ -29,6 +29,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print what this host can enforce (Landlock ABI, seccomp, namespaces, each policy).
     Doctor(DoctorArgs),
+    /// Print the JSON Schema of the protocol (`schema/stockade-protocol.json`, generated from
+    /// the wire types). Hidden: it is for regenerating that file and for tooling.
+    #[command(hide = true)]
+    Schema,
 }
 
 /// `stockade doctor` flags.

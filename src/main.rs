@@ -44,6 +44,10 @@ fn real_main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Run(args) => run(*args),
+        Command::Schema => {
+            print!("{}", stockade::protocol::schema::protocol_schema_text());
+            Ok(())
+        }
         Command::Doctor(args) => {
             let report = stockade::doctor::report(args.landlock_abi);
             if args.json {

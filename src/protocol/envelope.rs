@@ -1,5 +1,6 @@
 //! Section 2: the JSON-RPC "lite" envelope and the error codes.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -43,7 +44,8 @@ impl ErrorCode {
 }
 
 /// A JSON-RPC error object: `{"code", "message", "data"?}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RpcError {
     /// Numeric error code (see [`ErrorCode`]).
     pub code: i64,

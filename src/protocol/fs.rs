@@ -1,15 +1,17 @@
 //! Section 8: filesystem methods (`fs/*`). Paths are absolute paths or `file://` URIs; the
 //! policy fields are kept raw and converted by the sandbox module.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The policy fields every filesystem method accepts (section 8).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FsPolicyParams {
     /// Section 6.2 policy shape.
     #[serde(default)]
+    #[schemars(with = "Option<super::schema::SandboxPolicyShape>")]
     pub sandbox_policy: Option<Value>,
     /// [stockade] The directory `sandboxPolicy` is resolved against (default: the server's
     /// working directory).
@@ -17,12 +19,13 @@ pub struct FsPolicyParams {
     pub sandbox_cwd: Option<String>,
     /// Section 6.3 policy shape.
     #[serde(default)]
+    #[schemars(with = "Option<super::schema::SandboxShape>")]
     pub sandbox: Option<Value>,
 }
 
 /// Params of the methods that take one path: `fs/readFile`, `fs/getMetadata`,
 /// `fs/readDirectory`, `fs/canonicalize`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathParams {
     /// The path.
@@ -33,7 +36,7 @@ pub struct PathParams {
 }
 
 /// Params of `fs/writeFile`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteFileParams {
     /// The file to create or truncate; its parent must exist.
@@ -50,7 +53,7 @@ fn yes() -> bool {
 }
 
 /// Params of `fs/createDirectory`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDirectoryParams {
     /// The directory to create.
@@ -64,7 +67,7 @@ pub struct CreateDirectoryParams {
 }
 
 /// Params of `fs/remove`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoveParams {
     /// What to remove (a final symlink is removed, never followed).
@@ -81,7 +84,7 @@ pub struct RemoveParams {
 }
 
 /// Params of `fs/copy`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyParams {
     /// What to copy.
@@ -96,8 +99,9 @@ pub struct CopyParams {
 }
 
 /// Result of `fs/getMetadata`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Metadata {
     /// The path (symlinks followed) is a directory.
     pub is_directory: bool,
@@ -114,8 +118,9 @@ pub struct Metadata {
 }
 
 /// One entry of `fs/readDirectory`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct DirEntry {
     /// The entry's name.
     pub file_name: String,

@@ -1,9 +1,10 @@
 //! Section 3: handshake (`initialize`, `initialized`, `environment/info`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Params of `initialize`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitializeParams {
     /// Name of the client (informational).
@@ -15,7 +16,8 @@ pub struct InitializeParams {
 }
 
 /// The shell the executor host offers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ShellInfo {
     /// Shell name, e.g. `bash`.
     pub name: String,
@@ -24,8 +26,9 @@ pub struct ShellInfo {
 }
 
 /// `environmentInfo`: a description of the executor host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct EnvironmentInfo {
     /// The host's default shell.
     pub shell: ShellInfo,
@@ -44,8 +47,9 @@ pub struct EnvironmentInfo {
 }
 
 /// `stockade.sandboxSupport`: what this host can enforce.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct SandboxSupport {
     /// Landlock ABI in use (0 = none).
     pub landlock_abi: i32,
@@ -64,8 +68,9 @@ pub struct SandboxSupport {
 }
 
 /// The `stockade` extension object of the `initialize` result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct StockadeInfo {
     /// Server version.
     pub version: String,
@@ -74,8 +79,9 @@ pub struct StockadeInfo {
 }
 
 /// Result of `initialize`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct InitializeResult {
     /// The session id (a UUID), new or resumed.
     pub session_id: String,

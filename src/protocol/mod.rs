@@ -9,6 +9,7 @@ pub mod fs;
 pub mod handshake;
 pub mod process;
 pub mod sandbox;
+pub mod schema;
 pub mod strict;
 
 pub use envelope::{ErrorCode, RpcError};

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Initial terminal size for `tty: true`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub struct TerminalSize {
     /// Rows (lines).
     pub rows: u16,
@@ -15,7 +16,7 @@ pub struct TerminalSize {
 }
 
 /// Params of `process/start`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StartParams {
     /// Client-chosen handle, unique within the session.
@@ -28,6 +29,7 @@ pub struct StartParams {
     pub env: BTreeMap<String, String>,
     /// Environment policy (section 5); kept raw and validated by the env module.
     #[serde(default)]
+    #[schemars(with = "Option<super::schema::EnvPolicyShape>")]
     pub env_policy: Option<Value>,
     /// Run on a pseudo-terminal.
     pub tty: bool,
@@ -39,9 +41,11 @@ pub struct StartParams {
     pub arg0: Option<String>,
     /// Section 6.2 policy shape.
     #[serde(default)]
+    #[schemars(with = "Option<super::schema::SandboxPolicyShape>")]
     pub sandbox_policy: Option<Value>,
     /// Section 6.3 policy shape.
     #[serde(default)]
+    #[schemars(with = "Option<super::schema::SandboxShape>")]
     pub sandbox: Option<Value>,
     /// Initial PTY size.
     #[serde(default)]
@@ -55,12 +59,14 @@ pub struct StartParams {
 }
 
 /// Result of `process/start`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct StartResult {
     /// Echo of the handle.
     pub process_id: String,
     /// `none` or `linuxSeccomp` (any confinement).
+    #[schemars(with = "super::schema::SandboxTypeName")]
     pub sandbox_type: &'static str,
     /// The host pid of the program.
     pub pid: i32,
@@ -69,7 +75,7 @@ pub struct StartResult {
 }
 
 /// Params naming just a process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessRef {
     /// The process handle.
@@ -77,7 +83,7 @@ pub struct ProcessRef {
 }
 
 /// Params of `process/read`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadParams {
     /// The process handle.
@@ -94,19 +100,22 @@ pub struct ReadParams {
 }
 
 /// One retained output chunk in a `process/read` result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ReadChunk {
     /// Sequence number.
     pub seq: u64,
     /// `stdout`, `stderr` or `pty`.
+    #[schemars(with = "super::schema::StreamName")]
     pub stream: &'static str,
     /// Base64 of the raw bytes.
     pub chunk: String,
 }
 
 /// Result of `process/read`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct ReadResult {
     /// Chunks with `seq > afterSeq`, in order.
     pub chunks: Vec<ReadChunk>,
@@ -129,7 +138,7 @@ pub struct ReadResult {
 }
 
 /// What a denial refused: a filesystem access, a network destination, a syscall, a signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum DenialKind {
     /// A filesystem access (`path` names the object).
@@ -144,7 +153,7 @@ pub enum DenialKind {
 
 /// Which evidence source saw a denial (section 6.5). Clients must accept values they do not
 /// know: new sources are added over time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum DenialSource {
     /// seccomp user notification: the supervisor answered the refused call itself (exact).
@@ -156,8 +165,9 @@ pub enum DenialSource {
 }
 
 /// One deduplicated refusal (stockade extension, section 6.5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Denial {
     /// What kind of operation was refused.
     pub kind: DenialKind,
@@ -181,8 +191,9 @@ pub struct Denial {
 }
 
 /// The denial fields of `process/exited` and the `process/read` result (section 6.5).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct DenialsReport {
     /// Distinct refusals in order of first occurrence, at most 32.
     pub denials: Vec<Denial>,
@@ -195,7 +206,7 @@ pub struct DenialsReport {
 }
 
 /// Params of `process/write`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteParams {
     /// The process handle.
@@ -208,7 +219,7 @@ pub struct WriteParams {
 }
 
 /// Status of `process/write` and `process/closeStdin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum WriteStatus {
     /// Written (or already applied for this `writeId`).
@@ -222,7 +233,7 @@ pub enum WriteStatus {
 }
 
 /// Params of `process/signal`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignalParams {
     /// The process handle.
@@ -232,7 +243,7 @@ pub struct SignalParams {
 }
 
 /// The signals a client may send with `process/signal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum SignalName {
     /// SIGINT.
@@ -267,7 +278,7 @@ impl SignalName {
 }
 
 /// Params of `process/resize`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResizeParams {
     /// The process handle.
@@ -279,8 +290,9 @@ pub struct ResizeParams {
 }
 
 /// Resource usage reported on `process/exited`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Usage {
     /// Wall-clock time from spawn to exit.
     pub wall_ms: u64,
@@ -294,7 +306,7 @@ pub struct Usage {
 
 /// `limits` of `process/start` (section 7); all optional. Unknown keys are refused: a
 /// misspelled limit would silently not apply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
     /// Kill the tree after this long (`timedOut: true`).
@@ -364,8 +376,9 @@ impl Limits {
 }
 
 /// Params of the `process/exited` notification: how the main process ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct ExitedParams {
     /// The process handle.
     pub process_id: String,
@@ -392,8 +405,9 @@ pub struct ExitedParams {
 }
 
 /// Params of the `process/closed` notification: all output was delivered; the last event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct ClosedParams {
     /// The process handle.
     pub process_id: String,

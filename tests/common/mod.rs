@@ -1,6 +1,8 @@
 //! Test client: drives the real `stockade` binary over stdio or WebSocket.
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -73,6 +75,9 @@ pub struct Inbox {
     pub procs: HashMap<String, ProcEvents>,
     pub other: Vec<Value>,
     pub disconnected: bool,
+    /// Messages from the server that the protocol schema does not accept (checked in
+    /// `wait_for`, since they are found on a reader task where a panic would go unseen).
+    pub violations: Vec<String>,
 }
 
 pub struct Client {
@@ -90,6 +95,9 @@ fn ingest(inbox: &Mutex<Inbox>, changed: &Notify, line: &str) {
         panic!("server sent invalid JSON: {line}");
     };
     let mut ib = inbox.lock().unwrap();
+    if let Err(e) = schema::check_server_message(&v) {
+        ib.violations.push(format!("{e}\n  message: {line}"));
+    }
     match v.get("method").and_then(Value::as_str) {
         Some(m) if m.starts_with("process/") => {
             let p = &v["params"];
@@ -288,6 +296,9 @@ impl Client {
             notified.as_mut().enable();
             {
                 let mut ib = self.inbox.lock().unwrap();
+                if let Some(e) = ib.violations.first() {
+                    panic!("the server sent a message the protocol schema refuses: {e}");
+                }
                 if let Some(v) = f(&mut ib) {
                     return v;
                 }
@@ -342,7 +353,11 @@ impl Client {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let msg = json!({"id": id, "method": method, "params": params});
         self.send_raw(&msg.to_string());
-        self.response(&json!(id)).await
+        let response = self.response(&json!(id)).await;
+        if let Err(e) = schema::check_exchange(method, &msg, &response) {
+            panic!("protocol schema: {e}\n  request: {msg}\n  response: {response}");
+        }
+        response
     }
 
     /// Sends a request; Ok(result) or Err(error object).
