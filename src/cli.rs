@@ -29,10 +29,25 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print what this host can enforce (Landlock ABI, seccomp, namespaces, each policy).
     Doctor(DoctorArgs),
+    /// Server config helpers: `stockade config example NAME` prints a commented example.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print the JSON Schema of the protocol (`schema/stockade-protocol.json`, generated from
     /// the wire types). Hidden: it is for regenerating that file and for tooling.
     #[command(hide = true)]
     Schema,
+}
+
+/// `stockade config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example server config (for `serve --config FILE`): `ci-runner`,
+    /// `agent-workstation` or `locked-down`.
+    Example {
+        /// Which example.
+        #[arg(value_parser = ["ci-runner", "agent-workstation", "locked-down"])]
+        name: String,
+    },
 }
 
 /// `stockade doctor` flags.
@@ -193,7 +208,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30_000)]
     pub retain_exited_ms: u64,
 
-    /// Server config file (TOML; unknown keys are an error). See `policies/server-*.toml`.
+    /// Server config file (TOML; unknown keys are an error). Commented examples: `stockade
+    /// config example ci-runner|agent-workstation|locked-down`.
     #[arg(long)]
     pub config: Option<PathBuf>,
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod env;
+pub mod examples;
 pub mod fdio;
 pub mod fs;
 pub mod network;

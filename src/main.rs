@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::AsyncWriteExt;
 
-use stockade::cli::{Cli, Command, RunArgs, SandboxArgs, ServeArgs};
+use stockade::cli::{Cli, Command, ConfigCommand, RunArgs, SandboxArgs, ServeArgs};
 use stockade::config::{ConfigFile, ServerConfig};
 use stockade::process::zygote::Zygote;
 use stockade::run::{RunPolicyFile, RunRequest, parse_inherit};
@@ -44,6 +44,13 @@ fn real_main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Run(args) => run(*args),
+        Command::Config(ConfigCommand::Example { name }) => {
+            print!(
+                "{}",
+                stockade::examples::server_config(&name).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
         Command::Schema => {
             print!("{}", stockade::protocol::schema::protocol_schema_text());
             Ok(())

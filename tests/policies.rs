@@ -88,3 +88,49 @@ fn the_embedded_list_is_the_whole_directory() {
         "tests/policies.rs must embed every file in policies/"
     );
 }
+
+/// `stockade config example NAME` prints the shipped example server configs byte for byte (a
+/// user who installed the binary alone has them), `serve --help` points there, and a wrong
+/// name is refused listing the valid ones.
+#[test]
+fn config_examples_ship_with_the_binary() {
+    for (file, text, _) in SHIPPED.iter().filter(|(n, _, _)| n.starts_with("server-")) {
+        let name = file
+            .strip_prefix("server-")
+            .and_then(|n| n.strip_suffix(".toml"))
+            .unwrap();
+        let out = Command::new(bin())
+            .args(["config", "example", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            *text,
+            "stockade config example {name} differs from policies/{file}"
+        );
+    }
+    let out = Command::new(bin())
+        .args(["config", "example", "ci-runer"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["ci-runner", "agent-workstation", "locked-down"] {
+        assert!(err.contains(name), "{err}");
+    }
+    let out = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("stockade config example ci-runner|agent-workstation|locked-down"),
+        "{help}"
+    );
+    assert!(!help.contains("policies/server"), "{help}");
+}
