@@ -227,13 +227,17 @@ fn summary(
     if exited["sandboxDenied"] == true {
         // Only where the evidence names a network refusal: a hint about the network next to
         // a refused write would send the user the wrong way.
+        // `access` is a list of names; a refused AF_UNIX socket is no network evidence (glibc
+        // probes nscd's socket in every program that resolves a name).
         let network_refused = exited["denials"].as_array().is_some_and(|d| {
             d.iter().any(|e| {
-                e["kind"] == "net"
-                    || (e["kind"] == "syscall"
-                        && e["access"]
-                            .as_str()
-                            .is_some_and(|a| a.starts_with("socket")))
+                let socket = e["access"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a == "socket"));
+                let unix = e["args"]
+                    .as_array()
+                    .is_some_and(|a| a.first().is_some_and(|f| f == "AF_UNIX"));
+                e["kind"] == "net" || (e["kind"] == "syscall" && socket && !unix)
             })
         });
         let hint = if network_refused && sandbox["network"] == "blocked" {

@@ -11,7 +11,7 @@ use common::{allow_skip, bin, marker};
 use serde_json as _;
 
 /// (file name, contents, how the binary takes it).
-const SHIPPED: [(&str, &str, &str); 4] = [
+const SHIPPED: [(&str, &str, &str); 7] = [
     (
         "server-agent-workstation.toml",
         include_str!("../policies/server-agent-workstation.toml"),
@@ -30,6 +30,21 @@ const SHIPPED: [(&str, &str, &str); 4] = [
     (
         "run-ci-job.toml",
         include_str!("../policies/run-ci-job.toml"),
+        "--policy",
+    ),
+    (
+        "run-rust.toml",
+        include_str!("../policies/run-rust.toml"),
+        "--policy",
+    ),
+    (
+        "run-python.toml",
+        include_str!("../policies/run-python.toml"),
+        "--policy",
+    ),
+    (
+        "run-node.toml",
+        include_str!("../policies/run-node.toml"),
         "--policy",
     ),
 ];
