@@ -168,6 +168,12 @@ struct EffectiveLimits {
 }
 
 impl ProcessService {
+    /// Drops every kept mount namespace (and with them the placeholders only they relied
+    /// on): at shutdown, once every process is gone.
+    pub fn forget_namespaces(&self) {
+        self.namespaces.clear();
+    }
+
     /// A service spawning through `spawner`, with the server's captured environment and what
     /// the host supports.
     #[allow(clippy::too_many_arguments)]
@@ -283,8 +289,11 @@ impl ProcessService {
             }
         };
         if let Some(c) = capture {
-            self.namespaces
-                .adopt(c, std::mem::take(&mut spawned.captured));
+            self.namespaces.adopt(
+                c,
+                std::mem::take(&mut spawned.captured),
+                prepared.placeholders.clone(),
+            );
         }
         let process = Arc::new(
             Process::new(
@@ -296,7 +305,8 @@ impl ProcessService {
                 self.settings.retain_output_bytes,
                 prepared.confined,
             )
-            .with_cgroup(cgroup),
+            .with_cgroup(cgroup)
+            .with_placeholders(prepared.placeholders),
         );
         let refusal_note = watch_refusals(&process, has_notify_socket, spawned.listener.take());
         table.insert(process.clone());

@@ -12,6 +12,7 @@ use super::output::OutputState;
 use super::sys::{self, PidFd};
 use crate::fdio::AsyncPipe;
 use crate::protocol::process::{ReadResult, WriteStatus};
+use crate::sandbox::placeholders::Lease;
 
 enum Slot {
     /// Reserved while `process/start` runs (so duplicate ids are refused atomically).
@@ -121,6 +122,8 @@ pub struct Process {
     pub confined: bool,
     /// The process's own cgroup (delegated cgroup v2), removed once the tree is gone.
     cgroup: Mutex<Option<ProcessCgroup>>,
+    /// Placeholders its mount namespace relies on, released once the tree is gone.
+    placeholders: Mutex<Vec<Lease>>,
 }
 
 impl Process {
@@ -146,7 +149,14 @@ impl Process {
             finished_flag: AtomicBool::new(false),
             confined,
             cgroup: Mutex::new(None),
+            placeholders: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps the placeholders the process's mounts rely on until its tree is gone.
+    pub fn with_placeholders(self, leases: Vec<Lease>) -> Process {
+        *self.placeholders.lock().unwrap_or_else(|e| e.into_inner()) = leases;
+        self
     }
 
     /// Attaches the process's own cgroup (removed once the tree is gone).
@@ -174,6 +184,9 @@ impl Process {
     pub fn mark_finished(&self) {
         // The tree is gone: its group can go too (dropping it removes it).
         drop(self.cgroup_lock().take());
+        // No process is left in its namespace: the placeholders may go (when nobody else
+        // relies on them).
+        std::mem::take(&mut *self.placeholders.lock().unwrap_or_else(|e| e.into_inner()));
         self.finished_flag.store(true, Ordering::SeqCst);
         self.finished.notify_waiters();
     }

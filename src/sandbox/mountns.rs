@@ -35,6 +35,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::placeholders::Lease;
+
 /// At most this many namespaces are kept (least recently used dropped first).
 const CAPACITY: usize = 32;
 
@@ -145,6 +147,8 @@ struct Entry {
     /// The census version that vouches for the trailing ops.
     census: Option<u64>,
     fds: Arc<NamespaceFds>,
+    /// The placeholders its mounts sit on: kept while the namespace is kept.
+    _placeholders: Vec<Lease>,
 }
 
 struct State {
@@ -261,8 +265,9 @@ impl NamespaceCache {
     }
 
     /// Keeps the namespace a process built for `capture` (its fds: the user namespace first
-    /// when `userns`, then the mount namespace). Dropped when anything changed meanwhile.
-    pub fn adopt(&self, capture: Capture, mut fds: Vec<OwnedFd>) {
+    /// when `userns`, then the mount namespace) and the placeholders its mounts sit on.
+    /// Dropped when anything changed meanwhile.
+    pub fn adopt(&self, capture: Capture, mut fds: Vec<OwnedFd>, placeholders: Vec<Lease>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if self.mount_table_changed() {
             st.entries.clear();
@@ -285,8 +290,17 @@ impl NamespaceCache {
             stamps: capture.stamps,
             census: capture.census,
             fds: Arc::new(NamespaceFds { user, mnt }),
+            _placeholders: placeholders,
         });
         st.entries.truncate(CAPACITY);
+    }
+
+    /// Drops every kept namespace (and so the placeholders only they relied on): at
+    /// shutdown, once every process is gone.
+    pub fn clear(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.entries.clear();
+        st.generation += 1;
     }
 
     /// Namespaces currently kept.
@@ -341,7 +355,7 @@ mod tests {
         let fds = (0..fds)
             .map(|_| OwnedFd::from(File::open("/dev/null").unwrap()))
             .collect();
-        cache.adopt(capture, fds);
+        cache.adopt(capture, fds, Vec::new());
     }
 
     fn op(kind: u8, path: &Path) -> Vec<u8> {

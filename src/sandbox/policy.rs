@@ -285,13 +285,19 @@ fn read_access(
     }
 }
 
+/// Protected names that are protected from being created when they are missing (a
+/// placeholder, see [`crate::sandbox::placeholders`]): what an agent could plant there is
+/// configuration the user's own tools load. `.git` is not among them, so that `git init`
+/// works in a fresh workspace.
+pub const PROTECTED_EVEN_IF_MISSING: [&str; 2] = [".agents", ".codex"];
+
 /// `read` entries for the protected names inside a writable root, including a `gitdir:`
-/// target when `.git` is a file. Only existing paths are protected (as Codex does).
+/// target when `.git` is a file. `.git` only when it exists; `.agents` and `.codex` always.
 fn protected_inside(root: &Path) -> Vec<FsEntry> {
     let mut out = Vec::new();
     for name in PROTECTED_NAMES {
         let p = root.join(name);
-        if std::fs::symlink_metadata(&p).is_err() {
+        if !PROTECTED_EVEN_IF_MISSING.contains(&name) && std::fs::symlink_metadata(&p).is_err() {
             continue;
         }
         out.push(entry(&p, Access::Read, "protected path"));
@@ -548,7 +554,9 @@ pub fn from_permission_profile(
                             item, &ctxname, &cwd, &roots, &tmpdirs, &mut notes,
                         )?);
                     }
-                    Filesystem::Restricted(winning_entries(entries))
+                    let mut entries = winning_entries(entries);
+                    protect_missing_names(&mut entries);
+                    Filesystem::Restricted(entries)
                 }
                 other => {
                     return Err(format!(
@@ -575,6 +583,28 @@ pub fn from_permission_profile(
         other => Err(format!(
             "sandbox.permissions.type: must be \"managed\", \"disabled\" or \"external\", got {other:?}"
         )),
+    }
+}
+
+/// `.agents` and `.codex` at the top of every writable root of a 6.3 profile are protected
+/// as in 6.2, also when missing: a `read` entry the profile has for them loses its
+/// `missing_path_behavior: "skip"` (Codex clients send it), and one is added when the
+/// profile has none. A profile that gives such a path `write` or `none` keeps its choice.
+fn protect_missing_names(entries: &mut Vec<FsEntry>) {
+    let roots: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.access == Access::Write)
+        .map(|e| e.path.clone())
+        .collect();
+    for root in roots {
+        for name in PROTECTED_EVEN_IF_MISSING {
+            let p = root.join(name);
+            match entries.iter_mut().find(|e| e.path == p) {
+                Some(e) if e.access == Access::Read => e.skip_if_missing = false,
+                Some(_) => {}
+                None => entries.push(entry(&p, Access::Read, "protected path")),
+            }
+        }
     }
 }
 
@@ -854,10 +884,15 @@ mod tests {
         assert!(has(&ws, Access::Write));
         assert!(has(&ws.join(".git"), Access::Read));
         assert!(has(&ws.join(".codex"), Access::Read));
+        // `.agents` is missing and protected all the same (a placeholder); a missing `.git`
+        // is not (`git init` works).
+        assert!(has(&ws.join(".agents"), Access::Read));
+        assert!(has(&wt.join(".codex"), Access::Read));
         assert!(
-            !e.iter().any(|(p, _)| p.ends_with(".agents")),
-            "missing names are skipped"
+            !e.iter()
+                .any(|(p, _)| p.starts_with(wt.join(".git/").to_str().unwrap()))
         );
+        assert!(!has(&dir.join("ws/.git/x"), Access::Read));
         assert!(has(&wt, Access::Write));
         assert!(has(&wt.join(".git"), Access::Read));
         assert!(
@@ -946,6 +981,19 @@ mod tests {
             );
         }
         assert_eq!(p.access_at(Path::new("/abs/dir/x")), Access::None);
+        // `.agents` and `.codex` at the top of every writable root, protected even when
+        // missing (the `.git` entry keeps its skip).
+        let full = |path: &str| match &p.filesystem {
+            Filesystem::Restricted(e) => e.iter().find(|e| e.path == Path::new(path)).cloned(),
+            Filesystem::Unrestricted => None,
+        };
+        for root in ["/home/ci/repo", "/home/ci/lib", "/tmp", "/var/tmp/t"] {
+            for name in PROTECTED_EVEN_IF_MISSING {
+                let e = full(&format!("{root}/{name}")).expect("protected name");
+                assert_eq!((e.access, e.skip_if_missing), (Access::Read, false));
+            }
+        }
+        assert!(full("/home/ci/repo/.git").unwrap().skip_if_missing);
         // Defaults: workspaceRoots = cwd = process cwd.
         let v = json!({"permissions": {"type": "managed", "network": "enabled",
             "file_system": {"type": "restricted", "entries": [
@@ -1097,8 +1145,10 @@ mod tests {
                 {"path": {"type": "special", "value": {"kind": "tmpdir"}}, "access": "write"}]}},
             "temporaryDirectories": ["file:///scratch/a", "/scratch/b"]});
         let p = from_permission_profile(&v, Path::new("/w"), Some("/var/tmp/t")).unwrap();
+        let mut e = entries(&p);
+        e.retain(|(p, _)| !p.ends_with("/.agents") && !p.ends_with("/.codex"));
         assert_eq!(
-            entries(&p),
+            e,
             vec![
                 ("/scratch/a".into(), Access::Write),
                 ("/scratch/b".into(), Access::Write)

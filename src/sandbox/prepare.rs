@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::landlock::{self, RulesetSpec};
+use super::placeholders::{self, Lease};
 use super::policy::{Access, Filesystem, FsEntry, Level, SandboxPolicy};
 use super::probe::{self, MountNamespaces};
 use super::seccomp;
@@ -231,6 +232,10 @@ pub struct Prepared {
     pub confined: bool,
     /// The SandboxReport.
     pub report: SandboxReport,
+    /// The placeholders the mounts rely on (missing protected paths, see
+    /// [`super::placeholders`]): keep them until the process tree is gone, and with a kept
+    /// namespace as long as it is kept.
+    pub placeholders: Vec<Lease>,
 }
 
 impl Prepared {
@@ -336,10 +341,14 @@ pub fn carve_outs(entries: &[FsEntry]) -> (Vec<Vec<u8>>, Vec<String>) {
                 }
             }
             Err(_) if e.skip_if_missing => {}
-            Err(_) => out.push(format!(
-                "protection of the missing {what} path {} from being created",
-                e.path.display()
-            )),
+            // Missing: where a process could create it, its first missing component is a
+            // placeholder (made by `placeholders::ensure` before a process's plan; a
+            // filesystem call is refused there); elsewhere nothing can create it.
+            Err(_) => {
+                if let Some(at) = placeholders::needed_for(entries, e) {
+                    mounts.push(op(if e.access == Access::Read { 0 } else { 1 }, &at));
+                }
+            }
         }
     }
     // Objects protected earlier that moved: protected where they are, unless this policy
@@ -823,6 +832,7 @@ pub fn prepare(
             link_files: Arc::from([]),
             userns: false,
             confined: false,
+            placeholders: Vec::new(),
         });
     }
     let abi = host.landlock_abi;
@@ -834,9 +844,29 @@ pub fn prepare(
         Filesystem::Restricted(e) => Some(e.as_slice()),
         Filesystem::Unrestricted => None,
     };
+    let mut leases = Vec::new();
+    if let Some(entries) = entries {
+        // Missing protected paths a process could create get their placeholders first, so
+        // that the carve-outs below find something to mount on.
+        match placeholders::ensure(entries) {
+            Ok(l) => leases = l,
+            Err(e) => missing.push(e),
+        }
+    }
     if entries.is_some() {
         missing.extend(filesystem_gap(abi));
         let (carved, unprotectable) = carve_outs(entries.unwrap_or(&[]));
+        // A missing path that got no placeholder cannot be created by anyone (`/proc`, a
+        // read-only filesystem): nothing to mount on, nothing to protect. A placeholder that
+        // vanished keeps its mount, which then fails: closed.
+        let carved: Vec<Vec<u8>> = carved
+            .into_iter()
+            .filter(|m| {
+                use std::os::unix::ffi::OsStrExt;
+                let p = Path::new(std::ffi::OsStr::from_bytes(&m[1..]));
+                std::fs::symlink_metadata(p).is_ok() || leases.iter().any(|l| l.path() == p)
+            })
+            .collect();
         // The read-only view first: the writable roots are bound before anything is mounted
         // inside them, and the carve-outs then land on those binds.
         let mut m = read_only_view(entries.unwrap_or(&[]));
@@ -1010,6 +1040,7 @@ pub fn prepare(
         link_files,
         confined: true,
         report,
+        placeholders: leases,
     })
 }
 

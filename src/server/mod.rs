@@ -110,5 +110,7 @@ impl Server {
         for session in self.sessions.all() {
             session.kill_all(Duration::from_secs(5)).await;
         }
+        // No process is left: the placeholders the kept namespaces relied on can go.
+        self.processes.forget_namespaces();
     }
 }
