@@ -20,6 +20,8 @@ use crate::process::service::StartRequest;
 use crate::process::spawn::Stream;
 use crate::process::table::Process;
 use crate::protocol::process::{ClosedParams, ExitedParams, WriteStatus};
+use crate::protocol::process::{Denial, DenialKind, DenialSource};
+use crate::sandbox::denials::{describe, is_incidental};
 use crate::server::Server;
 
 /// A `stockade run` policy file (TOML; unknown keys are an error).
@@ -224,32 +226,76 @@ fn summary(
             missing.join("; ")
         ));
     }
-    if exited["sandboxDenied"] == true {
-        // Only where the evidence names a network refusal: a hint about the network next to
-        // a refused write would send the user the wrong way.
-        // `access` is a list of names; a refused AF_UNIX socket is no network evidence (glibc
-        // probes nscd's socket in every program that resolves a name).
-        let network_refused = exited["denials"].as_array().is_some_and(|d| {
-            d.iter().any(|e| {
-                let socket = e["access"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a == "socket"));
-                let unix = e["args"]
-                    .as_array()
-                    .is_some_and(|a| a.first().is_some_and(|f| f == "AF_UNIX"));
-                e["kind"] == "net" || (e["kind"] == "syscall" && socket && !unix)
-            })
+    // What the sandbox refused (the C library's own AF_UNIX probes aside: they are in
+    // `--report`), whatever the exit status: a command that succeeded may still have been
+    // refused something it would have liked.
+    let denials: Vec<Denial> = exited
+        .get("denials")
+        .and_then(|d| serde_json::from_value::<Vec<DenialEntry>>(d.clone()).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(DenialEntry::into_denial)
+        .filter(|d| !is_incidental(d))
+        .collect();
+    if !denials.is_empty() {
+        const SHOWN: usize = 5;
+        let mut listed: Vec<String> = denials.iter().take(SHOWN).map(describe).collect();
+        if denials.len() > SHOWN {
+            listed.push(format!("{} more in --report", denials.len() - SHOWN));
+        }
+        // Only where the evidence names a network refusal: a hint about the network next to a
+        // refused write would send the user the wrong way.
+        let network_refused = denials.iter().any(|d| {
+            d.kind == DenialKind::Net
+                || (d.kind == DenialKind::Syscall
+                    && d.access.first().is_some_and(|a| a == "socket")
+                    && d.args
+                        .first()
+                        .is_some_and(|f| f == "AF_INET" || f == "AF_INET6"))
         });
         let hint = if network_refused && sandbox["network"] == "blocked" {
-            " (the network is off: --network allows it)"
+            " (network is off: use --network)"
         } else {
             ""
         };
-        parts.push(format!(
-            "the sandbox refused an operation the command needed{hint}"
-        ));
+        parts.push(format!("sandbox refused: {}{hint}", listed.join("; ")));
+    } else if exited["sandboxDenied"] == true {
+        parts.push("the sandbox refused an operation the command needed".into());
     }
     (!parts.is_empty()).then(|| format!("stockade: {}", parts.join("; ")))
+}
+
+/// A `denials` entry as `process/exited` carries it (only what the summary line needs).
+#[derive(Deserialize)]
+struct DenialEntry {
+    kind: String,
+    #[serde(default)]
+    access: Vec<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+impl DenialEntry {
+    fn into_denial(self) -> Denial {
+        Denial {
+            kind: match self.kind.as_str() {
+                "fs" => DenialKind::Fs,
+                "net" => DenialKind::Net,
+                "signal" => DenialKind::Signal,
+                _ => DenialKind::Syscall,
+            },
+            access: self.access,
+            path: self.path,
+            object: self.object,
+            args: self.args,
+            source: DenialSource::Stderr,
+            count: 1,
+        }
+    }
 }
 
 /// The `--report` document.
@@ -268,6 +314,9 @@ fn report_json(req: &RunRequest, start: &Value, exited: &Value, status: i32) -> 
         "sandbox": start["sandbox"],
         "usage": exited["usage"],
         "denials": exited.get("denials").cloned().unwrap_or_else(|| json!([])),
+        "denialsTotal": exited.get("denialsTotal").cloned().unwrap_or_else(|| json!(0)),
+        "denialsComplete": exited["denialsComplete"] == true,
+        "denialSources": exited.get("denialSources").cloned().unwrap_or_else(|| json!([])),
     })
 }
 

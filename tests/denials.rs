@@ -208,3 +208,108 @@ async fn under_an_outer_seccomp_listener_the_plain_filter_refuses_and_the_source
     assert!(!has_source(&exited, "seccomp"), "{exited}");
     assert!(of_kind(&exited, "syscall").is_empty(), "{exited}");
 }
+
+/// The `fs` entries of `v` from error texts.
+fn fs_paths(v: &Value) -> Vec<(String, String)> {
+    of_kind(v, "fs")
+        .iter()
+        .map(|d| {
+            (
+                d["access"][0].as_str().unwrap().to_string(),
+                d["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_outside_the_roots_is_listed_with_path_and_access() {
+    let s = Scratch::new("denout");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let out = s.outside();
+    let script = format!("echo x > {0}/f; touch {0}/g; exit 0", out.display());
+    let (exited, read, _) = run_confined(&c, "w", &s, &script).await;
+    assert!(!out.join("f").exists() && !out.join("g").exists());
+    assert_eq!(exited["exitCode"], 0);
+    for v in [&exited, &read] {
+        let got = fs_paths(v);
+        for name in ["f", "g"] {
+            let want = ("write".to_string(), format!("{}/{name}", out.display()));
+            assert!(got.contains(&want), "{want:?} not in {v}");
+        }
+        assert!(
+            of_kind(v, "fs").iter().all(|d| d["source"] == "stderr"),
+            "{v}"
+        );
+        assert!(has_source(v, "stderr"), "{v}");
+        // Refused on the way of a command that exited 0: listed, not sandboxDenied.
+        assert_eq!(v["sandboxDenied"], false, "{v}");
+    }
+    // The same refusal making the command fail is sandboxDenied.
+    let script = format!("echo x > {}/f || exit 4", out.display());
+    let (exited, _, _) = run_confined(&c, "f", &s, &script).await;
+    assert_eq!(exited["exitCode"], 4);
+    assert_eq!(exited["sandboxDenied"], true, "{exited}");
+    assert_eq!(fs_paths(&exited).len(), 1, "{exited}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_into_a_protected_git_is_listed() {
+    let s = Scratch::new("dengit");
+    std::fs::create_dir(s.ws().join(".git")).unwrap();
+    std::fs::write(s.ws().join(".git/config"), "[core]\n").unwrap();
+    let c = Client::new(Transport::Stdio, &[]).await;
+    let (exited, _, ev) = run_confined(&c, "g", &s, "echo x >> .git/config; exit 1").await;
+    assert_eq!(
+        std::fs::read_to_string(s.ws().join(".git/config")).unwrap(),
+        "[core]\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&ev.stderr).contains("Read-only file system"),
+        "{ev:?}"
+    );
+    let want = (
+        "write".to_string(),
+        format!("{}/.git/config", s.ws().display()),
+    );
+    assert_eq!(fs_paths(&exited), vec![want], "{exited}");
+    assert_eq!(exited["sandboxDenied"], true, "{exited}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chmod_refused_by_file_permissions_on_an_allowed_path_is_not_listed() {
+    let s = Scratch::new("dendac");
+    let c = Client::new(Transport::Stdio, &[]).await;
+    // A file the process may write by policy but does not own: chmod needs ownership (a
+    // confined root holds no CAP_FOWNER). Root makes one in the workspace; uid 65534 uses
+    // /tmp itself (root's), with /tmp a writable root.
+    let root = unsafe { libc::geteuid() } == 0;
+    let (target, policy) = if root {
+        let f = s.ws().join("theirs");
+        std::fs::write(&f, "").unwrap();
+        std::os::unix::fs::chown(&f, Some(12345), Some(12345)).unwrap();
+        (f.to_str().unwrap().to_string(), ws_policy())
+    } else {
+        (
+            "/tmp".to_string(),
+            json!({"type": "workspace-write", "network_access": false}),
+        )
+    };
+    c.start_with(
+        "dac",
+        &["chmod", "700", &target],
+        json!({"cwd": s.ws().to_str().unwrap(), "sandboxPolicy": policy}),
+    )
+    .await
+    .unwrap();
+    let ev = c.closed("dac").await;
+    assert!(
+        String::from_utf8_lossy(&ev.stderr).contains("Operation not permitted"),
+        "{ev:?}"
+    );
+    let exited = ev.exited.unwrap();
+    assert_eq!(exited["exitCode"], 1);
+    assert!(has_source(&exited, "stderr"), "{exited}");
+    assert_eq!(fs_paths(&exited), vec![], "{exited}");
+    assert_eq!(exited["sandboxDenied"], false, "{exited}");
+}

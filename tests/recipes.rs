@@ -239,7 +239,7 @@ fn network_refusal_says_the_network_is_off() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("the network is off: --network allows it"),
+        err.contains("(network is off: use --network)"),
         "{}",
         text(&out)
     );

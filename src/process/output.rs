@@ -72,9 +72,6 @@ pub struct OutputState {
     pub exit: Option<ExitInfo>,
     /// Set once `process/closed` was sent.
     pub closed: bool,
-    /// Evidence that the sandbox refused an operation of the tree (today: the error-text
-    /// heuristic of the pump), whatever the exit status.
-    pub denial_evidence: bool,
     /// `sandboxDenied` as reported: decided once, at exit, by [`sandbox_denied`].
     pub sandbox_denied: bool,
     /// What the sandbox refused the tree, from every evidence source.
@@ -95,7 +92,6 @@ impl OutputState {
             retain_limit,
             exit: None,
             closed: false,
-            denial_evidence: false,
             sandbox_denied: false,
             denials: DenialLog::default(),
             tree_done: false,
@@ -185,7 +181,7 @@ impl OutputState {
 
     /// Whether there is evidence that the sandbox refused an operation of the tree.
     pub fn has_denial_evidence(&self) -> bool {
-        self.denial_evidence || self.denials.has_evidence()
+        self.denials.has_evidence()
     }
 
     /// Bytes currently retained.

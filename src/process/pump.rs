@@ -276,14 +276,10 @@ impl<S: EventSink> Pump<S> {
 }
 
 async fn emit_output<S: EventSink>(process: &Process, sink: &S, stream: Stream, data: &[u8]) {
-    let seq = {
-        let mut st = process.state();
-        if process.confined && !st.denial_evidence && stream != Stream::Stdout && looks_denied(data)
-        {
-            st.denial_evidence = true;
-        }
-        st.push_output(stream, data.to_vec())
-    };
+    if process.confined && stream != Stream::Stdout {
+        process.scan_error_output(data);
+    }
+    let seq = process.state().push_output(stream, data.to_vec());
     process.notify_changed();
     sink.output(OutputEvent {
         process_id: &process.id,
@@ -292,23 +288,6 @@ async fn emit_output<S: EventSink>(process: &Process, sink: &S, stream: Stream, 
         data,
     })
     .await;
-}
-
-/// The evidence of a refusal behind `sandboxDenied` (see [`sandbox_denied`]): the error texts
-/// the C library prints for the errnos the sandbox answers with (EACCES, EPERM, EROFS), seen on
-/// stderr or the terminal of a confined process. A heuristic: it can fire for a refusal that
-/// ordinary permissions caused, and misses refusals a program does not report (see README,
-/// "Denials").
-pub const DENIAL_MARKERS: [&[u8]; 3] = [
-    b"Permission denied",
-    b"Operation not permitted",
-    b"Read-only file system",
-];
-
-fn looks_denied(data: &[u8]) -> bool {
-    DENIAL_MARKERS
-        .iter()
-        .any(|m| data.windows(m.len()).any(|w| w == *m))
 }
 
 async fn emit_exited<S: EventSink>(

@@ -29,6 +29,7 @@ use crate::protocol::process::{DenialSource, Limits, TerminalSize};
 use crate::protocol::sandbox::{Enforcement, LimitReport, SandboxReport};
 use crate::protocol::{ErrorCode, RpcError};
 use crate::sandbox::child::Stage;
+use crate::sandbox::denials::stderr::StderrEvidence;
 use crate::sandbox::links::{Findings, LinkCensus};
 use crate::sandbox::mountns::{Capture, NamespaceCache, NamespacePlan};
 use crate::sandbox::policy::{self, Filesystem, SandboxPolicy};
@@ -239,6 +240,13 @@ impl ProcessService {
         .map_err(|e| StartError::Spawn(format!("failed to spawn `{program_name}`: {e}")))?;
         let size = req.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
         let (namespace, capture) = self.namespace(&prepared, &linked);
+        // Error texts naming a path count only when this policy, with these mounts, denies it.
+        let stderr_evidence = match &sandbox_policy.filesystem {
+            Filesystem::Restricted(entries) if prepared.confined => {
+                Some(StderrEvidence::new(entries, &prepared.mounts, &req.cwd))
+            }
+            _ => None,
+        };
         let mounts = match namespace {
             SpawnNamespace::Join(_) => Vec::new(),
             _ => prepared.all_mounts(),
@@ -306,7 +314,8 @@ impl ProcessService {
                 prepared.confined,
             )
             .with_cgroup(cgroup)
-            .with_placeholders(prepared.placeholders),
+            .with_placeholders(prepared.placeholders)
+            .with_stderr_evidence(stderr_evidence),
         );
         let refusal_note = watch_refusals(&process, has_notify_socket, spawned.listener.take());
         table.insert(process.clone());

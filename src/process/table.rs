@@ -11,7 +11,8 @@ use super::cgroup::{ProcessCgroup, TreeUsage};
 use super::output::OutputState;
 use super::sys::{self, PidFd};
 use crate::fdio::AsyncPipe;
-use crate::protocol::process::{ReadResult, WriteStatus};
+use crate::protocol::process::{DenialSource, ReadResult, WriteStatus};
+use crate::sandbox::denials::stderr::StderrEvidence;
 use crate::sandbox::placeholders::Lease;
 
 enum Slot {
@@ -124,6 +125,9 @@ pub struct Process {
     cgroup: Mutex<Option<ProcessCgroup>>,
     /// Placeholders its mount namespace relies on, released once the tree is gone.
     placeholders: Mutex<Vec<Lease>>,
+    /// Reads its stderr (or terminal) for refusals its policy confirms (restricted
+    /// filesystems only).
+    stderr_evidence: Mutex<Option<StderrEvidence>>,
 }
 
 impl Process {
@@ -150,6 +154,42 @@ impl Process {
             confined,
             cgroup: Mutex::new(None),
             placeholders: Mutex::new(Vec::new()),
+            stderr_evidence: Mutex::new(None),
+        }
+    }
+
+    /// Reads the process's error output for refusals (see [`StderrEvidence`]).
+    pub fn with_stderr_evidence(self, evidence: Option<StderrEvidence>) -> Process {
+        if evidence.is_some() {
+            self.state().denials.add_source(DenialSource::Stderr);
+        }
+        *self
+            .stderr_evidence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = evidence;
+        self
+    }
+
+    /// Looks for policy-confirmed refusals in error output and records them.
+    pub fn scan_error_output(&self, data: &[u8]) {
+        let (found, skipped) = match self
+            .stderr_evidence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(ev) => ev.feed(data),
+            None => return,
+        };
+        if found.is_empty() && !skipped {
+            return;
+        }
+        let mut st = self.state();
+        for d in found {
+            st.denials.record(d, 1);
+        }
+        if skipped {
+            st.denials.mark_lost();
         }
     }
 

@@ -362,11 +362,17 @@ pub fn ruleset_for_process(spec: &RulesetSpec) -> Result<ProcessRuleset, String>
 /// no_new_privs on the thread, then `landlock_restrict_self`. Before Landlock ABI 8 both are
 /// per-thread, which is what the filesystem workers rely on; never call this on a thread
 /// that serves anything else.
+///
+/// With `LANDLOCK_RESTRICT_SELF_LOG_SAME_EXEC_OFF` (ABI 7+): a refusal on a worker is already
+/// the fs call's error (-32600), and must not also become a record in the host's audit log
+/// (worker threads run the server's own executable, whose denials Landlock logs by default).
+/// Older kernels have no audit records to silence.
 pub fn restrict_current_thread(ruleset: &RulesetCreated) -> std::io::Result<()> {
-    let status = ruleset
-        .try_clone()?
-        .restrict_self()
-        .map_err(std::io::Error::other)?;
+    let quiet = match ruleset.try_clone()?.log_same_exec(false) {
+        Ok(quiet) => quiet,
+        Err(_) => ruleset.try_clone()?,
+    };
+    let status = quiet.restrict_self().map_err(std::io::Error::other)?;
     if status.ruleset != RulesetStatus::FullyEnforced || !status.no_new_privs {
         return Err(std::io::Error::other(format!(
             "Landlock restriction not fully enforced: {status:?}"

@@ -8,6 +8,7 @@
 //! client which sources were watching.
 
 pub mod notify;
+pub mod stderr;
 
 use crate::protocol::process::{Denial, DenialKind, DenialSource, DenialsReport};
 
