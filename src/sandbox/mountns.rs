@@ -466,7 +466,7 @@ mod tests {
                 NamespacePlan::Join(_) => Verdict::Join,
                 NamespacePlan::Build { capture: Some(c) } => {
                     let fds = vec![OwnedFd::from(File::open("/dev/null").unwrap())];
-                    cache.adopt(c, fds);
+                    cache.adopt(c, fds, Vec::new());
                     Verdict::BuildAndKeep
                 }
                 NamespacePlan::Build { capture: None } => Verdict::BuildOnce,
