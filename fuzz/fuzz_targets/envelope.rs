@@ -1,6 +1,7 @@
 //! Envelope decoding and per-method params decoding never panic on arbitrary bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use stockade::protocol::envelope::parse_params;
 use stockade::protocol::envelope::{Incoming, decode};
 use stockade::protocol::fs::{
     CopyParams, CreateDirectoryParams, PathParams, RemoveParams, WriteFileParams,
@@ -8,7 +9,6 @@ use stockade::protocol::fs::{
 use stockade::protocol::process::{
     ReadParams, ResizeParams, SignalParams, StartParams, WriteParams,
 };
-use stockade::protocol::envelope::parse_params;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(d) = decode(data) else { return };
