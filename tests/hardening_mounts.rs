@@ -4,60 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::probe::*;
 use common::*;
 use serde_json::{Value, json};
-
-const PY: &str = "/usr/bin/python3";
-
-/// Runs the Python probe `code` under `sandbox` (a `sandboxPolicy` object, or a `sandbox`
-/// permission profile when it has `permissions`) in `cwd`; returns name → "OK" or an errno name.
-async fn probe(
-    c: &Client,
-    id: &str,
-    cwd: &Path,
-    sandbox: &Value,
-    code: &str,
-) -> BTreeMap<String, String> {
-    let prelude = r#"
-import os, errno, sys
-def t(name, f):
-    try:
-        f()
-        print(f"{name}=OK")
-    except OSError as e:
-        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}")
-"#;
-    let script = format!("{prelude}\n{code}");
-    let key = if sandbox.get("permissions").is_some() {
-        "sandbox"
-    } else {
-        "sandboxPolicy"
-    };
-    let r = c
-        .start_with(
-            id,
-            &[PY, "-c", &script],
-            json!({"cwd": cwd.to_str().unwrap(), key: sandbox}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("start {id}: {e}"));
-    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
-    let ev = c.closed(id).await;
-    let out = String::from_utf8_lossy(&ev.stdout).into_owned();
-    assert_eq!(
-        ev.exited.as_ref().unwrap()["exitCode"],
-        0,
-        "probe {id} failed: {out}\n{}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A 6.3 permission profile: read everywhere, `ws` writable, plus `extra` entries.
 fn profile(ws: &Path, extra: &[(&Path, &str)]) -> Value {

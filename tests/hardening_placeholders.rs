@@ -11,64 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use common::probe::*;
 use common::*;
 use serde_json::{Value, json};
-
-const PY: &str = "/usr/bin/python3";
-
-const PRELUDE: &str = r#"
-import os, errno, sys
-def t(name, f):
-    try:
-        f()
-        print(f"{name}=OK", flush=True)
-    except OSError as e:
-        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}", flush=True)
-"#;
-
-fn policy_key(sandbox: &Value) -> &'static str {
-    if sandbox.get("permissions").is_some() {
-        "sandbox"
-    } else {
-        "sandboxPolicy"
-    }
-}
-
-fn results(out: &[u8]) -> BTreeMap<String, String> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Runs the Python probe `code` under `sandbox` in `cwd`; returns name → "OK" or an errno.
-async fn probe(
-    c: &Client,
-    id: &str,
-    cwd: &Path,
-    sandbox: &Value,
-    code: &str,
-) -> BTreeMap<String, String> {
-    let script = format!("{PRELUDE}\n{code}");
-    let r = c
-        .start_with(
-            id,
-            &[PY, "-c", &script],
-            json!({"cwd": cwd.to_str().unwrap(), policy_key(sandbox): sandbox}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("start {id}: {e}"));
-    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
-    let ev = c.closed(id).await;
-    assert_eq!(
-        ev.exited.as_ref().unwrap()["exitCode"],
-        0,
-        "probe {id} failed: {}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
-    results(&ev.stdout)
-}
 
 /// Creating anything inside a read-only placeholder fails (EROFS, or EACCES where its mode
 /// is checked first).
@@ -249,7 +194,7 @@ async fn a_placeholder_outlives_one_of_two_servers() {
         )
         .await;
     let ev = second.closed("late").await;
-    attack_refused(&results(&ev.stdout));
+    attack_refused(&probe_results(&ev.stdout));
     assert!(!ws.join(".codex/config.toml").exists());
     shut_down(&second).await;
     assert!(gone(&ws.join(".codex")).await, "placeholder left behind");

@@ -8,66 +8,14 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use common::probe::*;
 use common::*;
 use serde_json::{Value, json};
-
-const PY: &str = "/usr/bin/python3";
 
 /// workspace-write with only the workspace writable (no /tmp, no $TMPDIR).
 fn ws_policy(network: bool) -> Value {
     json!({"type": "workspace-write", "network_access": network,
            "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true})
-}
-
-/// The probe's helpers: `t(name, f)` prints `name=OK` or `name=<errno name>`.
-const PRELUDE: &str = r#"
-import os, errno, socket, ctypes, sys, resource
-libc = ctypes.CDLL(None, use_errno=True)
-def t(name, f):
-    try:
-        r = f()
-        if isinstance(r, int) and r < 0:
-            print(f"{name}={errno.errorcode[ctypes.get_errno()]}", flush=True)
-        else:
-            print(f"{name}=OK", flush=True)
-    except OSError as e:
-        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}", flush=True)
-"#;
-
-/// Runs the Python probe `code` under `policy` in `cwd`; returns name → result ("OK", an errno
-/// name such as "EPERM", or what the probe printed as `name=value`).
-async fn probe(
-    c: &Client,
-    id: &str,
-    cwd: &Path,
-    policy: Value,
-    code: &str,
-) -> BTreeMap<String, String> {
-    let prelude = PRELUDE;
-    let script = format!("{prelude}\n{code}");
-    let params = if policy.get("permissions").is_some() {
-        json!({"cwd": cwd.to_str().unwrap(), "sandbox": policy})
-    } else {
-        json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy})
-    };
-    let r = c
-        .start_with(id, &[PY, "-c", &script], params)
-        .await
-        .unwrap_or_else(|e| panic!("start {id}: {e}"));
-    let confined = policy["type"] != "danger-full-access";
-    assert_eq!(r["sandboxType"] == "linuxSeccomp", confined, "{r}");
-    let ev = c.closed(id).await;
-    let out = String::from_utf8_lossy(&ev.stdout).into_owned();
-    assert_eq!(
-        ev.exited.as_ref().unwrap()["exitCode"],
-        0,
-        "probe failed: {out}\n{}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// The `Max open files` line of `/proc/<pid>/limits`.

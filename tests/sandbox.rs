@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::probe::*;
 use common::*;
 use serde_json::{Value, json};
-
-const PY: &str = "/usr/bin/python3";
 
 /// The common scratch tree, with a file outside and one in the workspace.
 fn scratch(tag: &str) -> Scratch {
@@ -24,57 +22,6 @@ fn scratch(tag: &str) -> Scratch {
 fn ws_policy(network: bool) -> Value {
     json!({"type": "workspace-write", "network_access": network,
            "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true})
-}
-
-/// Runs the Python probe `code` under `policy` in `cwd`; returns name → result ("OK" or an
-/// errno name such as "EACCES").
-async fn probe(
-    c: &Client,
-    id: &str,
-    cwd: &Path,
-    policy: Value,
-    code: &str,
-) -> BTreeMap<String, String> {
-    let prelude = r#"
-import os, errno, socket, ctypes, sys
-libc = ctypes.CDLL(None, use_errno=True)
-def t(name, f):
-    try:
-        r = f()
-        if isinstance(r, int) and r < 0:
-            print(f"{name}={errno.errorcode[ctypes.get_errno()]}")
-        else:
-            print(f"{name}=OK")
-    except OSError as e:
-        print(f"{name}={errno.errorcode.get(e.errno, e.errno)}")
-"#;
-    let script = format!("{prelude}\n{code}");
-    let r = c
-        .start_with(
-            id,
-            &[PY, "-c", &script],
-            if policy.get("permissions").is_some() {
-                // The `sandbox` shape (PROTOCOL.md 6.3).
-                json!({"cwd": cwd.to_str().unwrap(), "sandbox": policy})
-            } else {
-                json!({"cwd": cwd.to_str().unwrap(), "sandboxPolicy": policy})
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("start {id}: {e}"));
-    assert_eq!(r["sandboxType"], "linuxSeccomp", "{r}");
-    let ev = c.closed(id).await;
-    let out = String::from_utf8_lossy(&ev.stdout).into_owned();
-    assert_eq!(
-        ev.exited.as_ref().unwrap()["exitCode"],
-        0,
-        "probe failed: {out}\n{}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

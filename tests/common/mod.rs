@@ -1,6 +1,7 @@
 //! Test client: drives the real `stockade` binary over stdio or WebSocket.
 #![allow(dead_code)]
 
+pub mod probe;
 pub mod schema;
 
 use std::collections::HashMap;
