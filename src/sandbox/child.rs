@@ -684,10 +684,13 @@ fn build_namespace(m: &MountPlan, ep: &FailureSlot) {
                 fail(ep, Stage::Mounts, errno());
             }
         }
+        // A host mount that went away after the server read the mount table answers ENOENT
+        // (its mount point is gone too) or EINVAL (the path is no mount point any more): it now
+        // belongs to its parent mount, which has its own op here.
         for (kind, path) in &m.ops {
             if *kind == MountKind::HostReadOnly
                 && !remount_read_only(path.as_ptr())
-                && !matches!(errno(), libc::ENOENT | libc::EACCES)
+                && !matches!(errno(), libc::ENOENT | libc::EACCES | libc::EINVAL)
             {
                 fail(ep, Stage::Mounts, errno());
             }
