@@ -54,29 +54,6 @@ fn stamp(path: &Path) -> Stamp {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// The real path of `path` when it exists, else the real path of its deepest existing
-/// ancestor with the rest appended (entry paths are already lexically normal).
-fn canonical_or_lexical(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut cur = path.to_path_buf();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&cur) {
-            let mut out = real;
-            for name in missing.iter().rev() {
-                out.push(name);
-            }
-            return out;
-        }
-        match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
-            (Some(name), Some(parent)) => {
-                missing.push(name);
-                cur = parent.to_path_buf();
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
-}
-
 impl Guard {
     /// A guard that allows everything (unrestricted filesystem policies).
     pub fn unrestricted() -> Guard {
@@ -100,7 +77,7 @@ impl Guard {
         let entries = list
             .iter()
             .filter(|e| !(e.skip_if_missing && std::fs::symlink_metadata(&e.path).is_err()))
-            .map(|e| (canonical_or_lexical(&e.path), e.access))
+            .map(|e| (crate::paths::canonical_or_lexical(&e.path), e.access))
             .collect();
         let (mounts, _) = carve_outs(list);
         let (mut read_only, mut hidden) = (Vec::new(), Vec::new());

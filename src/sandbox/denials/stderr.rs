@@ -79,27 +79,6 @@ pub struct StderrEvidence {
     lines_left: u32,
 }
 
-/// The real path of `path` when it exists, else the real path of its deepest existing
-/// ancestor with the rest appended.
-fn real_or_lexical(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut cur = path.to_path_buf();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&cur) {
-            let mut out = real;
-            out.extend(missing.iter().rev());
-            return out;
-        }
-        match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
-            (Some(name), Some(parent)) => {
-                missing.push(name);
-                cur = parent.to_path_buf();
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
-}
-
 impl StderrEvidence {
     /// For a process with a restricted filesystem: `entries` are its policy's, `mounts` its
     /// mount plan (kind byte + path, see `prepare::carve_outs`), `cwd` where it starts.
@@ -122,7 +101,7 @@ impl StderrEvidence {
         let entries = entries
             .iter()
             .map(|e| FsEntry {
-                path: real_or_lexical(&e.path),
+                path: crate::paths::canonical_or_lexical(&e.path),
                 ..e.clone()
             })
             .collect();
@@ -193,7 +172,7 @@ impl StderrEvidence {
 
     /// The access the policy refused at `path`, if the line's error can be the sandbox's.
     fn confirm(&self, path: &Path, erofs: bool, writes: bool, reads: bool) -> Option<&'static str> {
-        let real = real_or_lexical(path);
+        let real = crate::paths::canonical_or_lexical(path);
         let under = |list: &[PathBuf]| list.iter().any(|p| real.starts_with(p));
         let access = resolve(&self.entries, &real);
         // Hidden: whatever the program tried was refused by the sandbox (the stand-in's mode
