@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 use crate::process::service::ProcessSettings;
-use crate::protocol::process::Limits;
+use crate::protocol::process::{Limits, LimitsTable};
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::SandboxSettings;
 
@@ -105,40 +105,6 @@ pub struct LimitsSection {
     /// A cgroup v2 directory delegated to stockade: each process gets its own group in it
     /// (whole-tree memory and process limits, kill and usage). Unset: rlimits only.
     pub cgroup_root: Option<PathBuf>,
-}
-
-/// The limits of PROTOCOL.md section 7 in snake_case.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsTable {
-    /// `wallTimeMs`.
-    pub wall_time_ms: Option<u64>,
-    /// `cpuTimeMs`.
-    pub cpu_time_ms: Option<u64>,
-    /// `memoryBytes`.
-    pub memory_bytes: Option<u64>,
-    /// `maxProcesses`.
-    pub max_processes: Option<u64>,
-    /// `maxFileSizeBytes`.
-    pub max_file_size_bytes: Option<u64>,
-    /// `maxOpenFiles`.
-    pub max_open_files: Option<u64>,
-    /// `maxOutputBytes`.
-    pub max_output_bytes: Option<u64>,
-}
-
-impl From<LimitsTable> for Limits {
-    fn from(t: LimitsTable) -> Limits {
-        Limits {
-            wall_time_ms: t.wall_time_ms,
-            cpu_time_ms: t.cpu_time_ms,
-            memory_bytes: t.memory_bytes,
-            max_processes: t.max_processes,
-            max_file_size_bytes: t.max_file_size_bytes,
-            max_open_files: t.max_open_files,
-            max_output_bytes: t.max_output_bytes,
-        }
-    }
 }
 
 /// `[sandbox]` of the config file.

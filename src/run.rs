@@ -2,7 +2,6 @@
 //! ([`crate::process::service::ProcessService::start`]), forwarding stdin, stdout, stderr and
 //! the exit status.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use crate::process::events::{EventSink, OutputEvent};
 use crate::process::service::StartRequest;
 use crate::process::spawn::Stream;
 use crate::process::table::Process;
+use crate::protocol::policy::EnvPolicyFileShape;
 use crate::protocol::process::{ClosedParams, ExitedParams, WriteStatus};
 use crate::protocol::process::{Denial, DenialKind, DenialSource};
 use crate::sandbox::denials::{describe, is_incidental};
@@ -30,33 +30,10 @@ use crate::server::Server;
 pub struct RunPolicyFile {
     /// `[env]`: the environment policy, with PROTOCOL.md section 5 fields in snake_case.
     #[serde(default)]
-    pub env: Option<EnvPolicyFile>,
+    pub env: Option<EnvPolicyFileShape>,
     /// `[sandbox]`: a `sandboxPolicy` (PROTOCOL.md 6.2).
     #[serde(default)]
     pub sandbox: Option<toml::Value>,
-}
-
-/// `[env]` of a run policy file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EnvPolicyFile {
-    /// `all`, `core` or `none`.
-    pub inherit: Option<String>,
-    /// Skip the default `*KEY*`/`*SECRET*`/`*TOKEN*` excludes.
-    #[serde(default)]
-    pub ignore_default_excludes: bool,
-    /// Names to drop.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Variables to set.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// Keep only these names (after `set`).
-    #[serde(default)]
-    pub include_only: Vec<String>,
-    /// Server variables to add back after the excludes.
-    #[serde(default)]
-    pub include: Vec<String>,
 }
 
 /// Parses an `inherit` value.
@@ -92,20 +69,10 @@ impl RunPolicyFile {
 
     /// The environment policy of the file (defaults when it has no `[env]`).
     pub fn env_policy(&self) -> Result<EnvPolicy, String> {
-        let Some(f) = &self.env else {
-            return Ok(EnvPolicy::default());
-        };
-        Ok(EnvPolicy {
-            inherit: match &f.inherit {
-                Some(s) => parse_inherit(s)?,
-                None => Inherit::All,
-            },
-            ignore_default_excludes: f.ignore_default_excludes,
-            exclude: f.exclude.clone(),
-            set: f.set.clone(),
-            include_only: f.include_only.clone(),
-            include: f.include.clone(),
-        })
+        match &self.env {
+            Some(shape) => EnvPolicy::from_shape(shape.clone()),
+            None => Ok(EnvPolicy::default()),
+        }
     }
 }
 

@@ -6,28 +6,9 @@ use std::ffi::OsString;
 use serde_json::Value;
 
 use super::pattern::PatternSet;
-use crate::protocol::strict::check_keys;
-
-/// The keys of a wire `envPolicy`; any other key is refused.
-pub const ENV_POLICY_KEYS: [&str; 6] = [
-    "inherit",
-    "ignoreDefaultExcludes",
-    "exclude",
-    "set",
-    "includeOnly",
-    "include",
-];
-
-/// The start set of step 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inherit {
-    /// Every server variable.
-    All,
-    /// Only the core names (exact, case-sensitive).
-    Core,
-    /// Nothing.
-    None,
-}
+use crate::protocol::policy::EnvPolicyShape;
+pub use crate::protocol::policy::Inherit;
+use crate::protocol::strict::explain_serde_error;
 
 /// The names `inherit: "core"` keeps (exact, case-sensitive).
 pub const CORE_NAMES: [&str; 11] = [
@@ -38,8 +19,8 @@ pub const CORE_NAMES: [&str; 11] = [
 /// Names removed by step 2 unless `ignoreDefaultExcludes`.
 pub const DEFAULT_EXCLUDES: [&str; 3] = ["*KEY*", "*SECRET*", "*TOKEN*"];
 
-/// A validated `envPolicy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated `envPolicy`. Its default is the policy of an empty shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvPolicy {
     /// Step 1.
     pub inherit: Inherit,
@@ -55,38 +36,9 @@ pub struct EnvPolicy {
     pub include: Vec<String>,
 }
 
-impl Default for EnvPolicy {
-    fn default() -> Self {
-        EnvPolicy {
-            inherit: Inherit::All,
-            ignore_default_excludes: false,
-            exclude: Vec::new(),
-            set: BTreeMap::new(),
-            include_only: Vec::new(),
-            include: Vec::new(),
-        }
-    }
-}
-
 /// Checks a variable name: non-empty, no `=`, no NUL.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('=') && !name.contains('\0')
-}
-
-fn patterns(obj: &serde_json::Map<String, Value>, field: &str) -> Result<Vec<String>, String> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("envPolicy.{field}[{i}]: pattern must be a string"))
-            })
-            .collect(),
-        Some(_) => Err(format!("envPolicy.{field}: must be an array of strings")),
-    }
 }
 
 /// The names and values of `set`: a name is non-empty without `=` or NUL, a value has no NUL.
@@ -111,54 +63,36 @@ impl EnvPolicy {
         check_set(&self.set)
     }
 
-    /// Validates the wire object (missing fields take their defaults); the error names the
-    /// offending field.
+    /// The policy a shape (either spelling) describes: absent or `null` fields take their
+    /// defaults, then the checks the type cannot make ([`EnvPolicy::check`]).
+    pub fn from_shape(shape: impl Into<EnvPolicyShape>) -> Result<EnvPolicy, String> {
+        let shape = shape.into();
+        let policy = EnvPolicy {
+            inherit: shape.inherit.unwrap_or_default(),
+            ignore_default_excludes: shape.ignore_default_excludes.unwrap_or_default(),
+            exclude: shape.exclude.unwrap_or_default(),
+            set: shape.set.unwrap_or_default(),
+            include_only: shape.include_only.unwrap_or_default(),
+            include: shape.include.unwrap_or_default(),
+        };
+        policy.check()?;
+        Ok(policy)
+    }
+
+    /// Validates the wire object (missing or `null` fields take their defaults); the error
+    /// names the offending field (`envPolicy.set.A`, `envPolicy.includeonly`, ...).
     pub fn from_json(v: &Value) -> Result<EnvPolicy, String> {
-        let Value::Object(obj) = v else {
+        if !v.is_object() {
             return Err("envPolicy: must be an object".into());
-        };
-        check_keys(obj, "envPolicy", &ENV_POLICY_KEYS, &[])?;
-        let inherit = match obj.get("inherit") {
-            None | Some(Value::Null) => Inherit::All,
-            Some(Value::String(s)) => match s.as_str() {
-                "all" => Inherit::All,
-                "core" => Inherit::Core,
-                "none" => Inherit::None,
-                other => {
-                    return Err(format!(
-                        "envPolicy.inherit: must be \"all\", \"core\" or \"none\", got {other:?}"
-                    ));
-                }
-            },
-            Some(_) => return Err("envPolicy.inherit: must be a string".into()),
-        };
-        let ignore_default_excludes = match obj.get("ignoreDefaultExcludes") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err("envPolicy.ignoreDefaultExcludes: must be a boolean".into()),
-        };
-        let mut set = BTreeMap::new();
-        match obj.get("set") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) => {
-                for (k, v) in m {
-                    let Value::String(s) = v else {
-                        return Err(format!("envPolicy.set.{k}: value must be a string"));
-                    };
-                    set.insert(k.clone(), s.clone());
-                }
-            }
-            Some(_) => return Err("envPolicy.set: must be an object of strings".into()),
         }
-        check_set(&set)?;
-        Ok(EnvPolicy {
-            inherit,
-            ignore_default_excludes,
-            exclude: patterns(obj, "exclude")?,
-            set,
-            include_only: patterns(obj, "includeOnly")?,
-            include: patterns(obj, "include")?,
-        })
+        let shape: EnvPolicyShape = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = match e.path().to_string() {
+                root if root == "." => "envPolicy".to_string(),
+                field => format!("envPolicy.{field}"),
+            };
+            explain_serde_error(&path, &e.inner().to_string())
+        })?;
+        EnvPolicy::from_shape(shape)
     }
 }
 

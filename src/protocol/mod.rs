@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod fs;
 pub mod handshake;
+pub mod policy;
 pub mod process;
 pub mod sandbox;
 pub mod schema;

@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::policy::two_spellings;
+
 /// Initial terminal size for `tty: true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub struct TerminalSize {
@@ -29,7 +31,7 @@ pub struct StartParams {
     pub env: BTreeMap<String, String>,
     /// Environment policy (section 5); kept raw and validated by the env module.
     #[serde(default)]
-    #[schemars(with = "Option<super::schema::EnvPolicyShape>")]
+    #[schemars(with = "Option<super::policy::EnvPolicyShape>")]
     pub env_policy: Option<Value>,
     /// Run on a pseudo-terminal.
     pub tty: bool,
@@ -304,32 +306,37 @@ pub struct Usage {
     pub max_rss_kb: u64,
 }
 
-/// `limits` of `process/start` (section 7); all optional. Unknown keys are refused: a
-/// misspelled limit would silently not apply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Limits {
-    /// Kill the tree after this long (`timedOut: true`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wall_time_ms: Option<u64>,
-    /// CPU time (RLIMIT_CPU, whole seconds rounded up; SIGXCPU then SIGKILL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_time_ms: Option<u64>,
-    /// Address space (RLIMIT_AS).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-    /// Processes of the user (RLIMIT_NPROC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_processes: Option<u64>,
-    /// Largest file the process may write (RLIMIT_FSIZE; writes fail with EFBIG).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_file_size_bytes: Option<u64>,
-    /// Open file descriptors (RLIMIT_NOFILE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_open_files: Option<u64>,
-    /// Kill the tree once this much output was produced (`outputLimitExceeded: true`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_output_bytes: Option<u64>,
+two_spellings! {
+    /// `limits` of `process/start` (section 7); all optional. Unknown keys are refused: a
+    /// misspelled limit would silently not apply.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Limits {
+        /// Kill the tree after this long (`timedOut: true`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub wall_time_ms: Option<u64>,
+        /// CPU time (RLIMIT_CPU, whole seconds rounded up; SIGXCPU then SIGKILL).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cpu_time_ms: Option<u64>,
+        /// Address space (RLIMIT_AS).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub memory_bytes: Option<u64>,
+        /// Processes of the user (RLIMIT_NPROC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_processes: Option<u64>,
+        /// Largest file the process may write (RLIMIT_FSIZE; writes fail with EFBIG).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_file_size_bytes: Option<u64>,
+        /// Open file descriptors (RLIMIT_NOFILE).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_open_files: Option<u64>,
+        /// Kill the tree once this much output was produced (`outputLimitExceeded: true`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_output_bytes: Option<u64>,
+    }
+    /// The `[limits]` tables (`default`, `max`) of the config file: [`Limits`] in snake_case.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+    file struct LimitsTable;
 }
 
 impl Limits {

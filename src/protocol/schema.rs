@@ -17,8 +17,6 @@
 //! without being added here fails the tests. Request params are lenient at the top level (as
 //! the server is, PROTOCOL.md section 9) and strict inside the policy objects.
 
-use std::collections::BTreeMap;
-
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
@@ -259,44 +257,6 @@ pub struct SandboxShape {
     /// Sent by Codex clients; accepted and ignored.
     #[serde(default)]
     pub user_home_dir: Option<Value>,
-}
-
-/// The start set of an environment policy.
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Inherit {
-    /// Every server variable (the default).
-    All,
-    /// `PATH`, `SHELL`, `TMPDIR`, `TEMP`, `TMP`, `HOME`, `LANG`, `LC_ALL`, `LC_CTYPE`,
-    /// `LOGNAME`, `USER`.
-    Core,
-    /// Nothing.
-    None,
-}
-
-/// `envPolicy` (PROTOCOL.md section 5). Patterns match whole names, case-insensitively, with
-/// `*` and `?`.
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EnvPolicyShape {
-    /// The start set (default `all`).
-    #[serde(default)]
-    pub inherit: Option<Inherit>,
-    /// Skip the default excludes `*KEY*`, `*SECRET*`, `*TOKEN*` (default false).
-    #[serde(default)]
-    pub ignore_default_excludes: Option<bool>,
-    /// Names to remove.
-    #[serde(default)]
-    pub exclude: Option<Vec<String>>,
-    /// [stockade] Server variables to add back after the excludes.
-    #[serde(default)]
-    pub include: Option<Vec<String>>,
-    /// Variables to set.
-    #[serde(default)]
-    pub set: Option<BTreeMap<String, String>>,
-    /// When non-empty, keep only matching names.
-    #[serde(default)]
-    pub include_only: Option<Vec<String>>,
 }
 
 /// `sandboxType` of the `process/start` result (Codex's names).
