@@ -60,6 +60,10 @@ pub struct DoctorArgs {
     /// Check as if the kernel offered at most this Landlock ABI.
     #[arg(long, value_name = "N")]
     pub landlock_abi: Option<i32>,
+
+    /// The server's config file (its `[sandbox] denial_audit` is checked).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// `stockade run` flags. The environment policy starts from `--policy FILE`'s `[env]` (default:

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::process::service::ProcessSettings;
 use crate::protocol::process::{Limits, LimitsTable};
+use crate::sandbox::denials::audit::AuditMode;
 use crate::sandbox::policy::Level;
 use crate::sandbox::prepare::SandboxSettings;
 
@@ -133,6 +134,10 @@ pub struct SandboxSection {
     /// Allow writable roots that are the host (`/`, `/etc`, `/usr`, ..., `$HOME` itself).
     /// Built-in: false (-32020).
     pub allow_system_writable_roots: Option<bool>,
+    /// Landlock audit records as a denial source: `auto` (when records already flow),
+    /// `off`, or `enable` (turn the host's audit subsystem on at startup; host-wide).
+    /// Built-in: `auto`.
+    pub denial_audit: Option<String>,
 }
 
 impl SandboxSection {
@@ -173,6 +178,11 @@ impl SandboxSection {
         }
         if let Some(a) = self.allow_system_writable_roots {
             settings.allow_system_writable_roots = a;
+        }
+        if let Some(m) = &self.denial_audit {
+            settings.denial_audit = AuditMode::parse(m).ok_or_else(|| {
+                format!("sandbox.denial_audit: unknown value {m:?} (auto, off, enable)")
+            })?;
         }
         Ok(())
     }

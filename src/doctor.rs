@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::sandbox::denials::audit::{self, AuditMode};
 use crate::sandbox::landlock::{Handled, NEWEST_KNOWN_ABI, names};
 use crate::sandbox::policy::{self, Context};
 use crate::sandbox::prepare::{self, HostSupport, SandboxSettings, SeccompCache};
@@ -24,7 +25,7 @@ fn rights_per_abi() -> Value {
 }
 
 /// Measures the host and checks every built-in policy; `cap` simulates an older Landlock ABI.
-pub fn report(cap: Option<i32>) -> Value {
+pub fn report(cap: Option<i32>, denial_audit: AuditMode) -> Value {
     let abi = probe::landlock_abi();
     let host = HostSupport::measure(cap);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -70,6 +71,17 @@ pub fn report(cap: Option<i32>) -> Value {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let probes = probe::probes();
+    // The server's own self-test, without changing the host (`enable` says what it would do).
+    let audit = match audit::prepare(denial_audit, host.landlock_abi, false) {
+        Ok((state, _)) => state,
+        Err(e) => audit::AuditState {
+            mode: denial_audit,
+            active: false,
+            reason: Some(e),
+            fix: None,
+            note: None,
+        },
+    };
     json!({
         "kernel": kernel,
         "landlockAbi": host.landlock_abi,
@@ -84,6 +96,13 @@ pub fn report(cap: Option<i32>) -> Value {
         "sharedMountNamespaces": probe::setns_keeps_root(),
         "inotifyMaxUserWatches": probe::inotify_max_user_watches(),
         "policies": policies,
+        "denialAudit": {
+            "mode": audit.mode.name(),
+            "active": audit.active,
+            "reason": audit.reason,
+            "fix": audit.fix,
+            "note": audit.note,
+        },
     })
 }
 
@@ -177,6 +196,26 @@ pub fn human(r: &Value) -> String {
         "inotify watches   {}  - the hard-link census needs one per directory of the writable roots; beyond that it walks them on every spawn\n\n",
         r["inotifyMaxUserWatches"]
     ));
+    let audit = &r["denialAudit"];
+    if audit["active"] == true {
+        out.push_str(&format!(
+            "denial audit      active (denial_audit = {}): Landlock audit records list refused accesses\n",
+            audit["mode"]
+        ));
+    } else {
+        out.push_str(&format!(
+            "denial audit      inactive (denial_audit = {}): {}\n",
+            audit["mode"],
+            audit["reason"].as_str().unwrap_or("?")
+        ));
+        if let Some(fix) = audit["fix"].as_str() {
+            out.push_str(&format!("                  fix: {fix}\n"));
+        }
+    }
+    if let Some(note) = audit["note"].as_str() {
+        out.push_str(&format!("                  note: {note}\n"));
+    }
+    out.push('\n');
     for (name, v) in r["policies"].as_object().into_iter().flatten() {
         let enforcement = v["enforcement"].as_str().unwrap_or("?");
         out.push_str(&format!("{name:<20} {enforcement}"));

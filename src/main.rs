@@ -56,7 +56,23 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doctor(args) => {
-            let report = stockade::doctor::report(args.landlock_abi);
+            let mode = match &args.config {
+                Some(path) => ConfigFile::load(path)?
+                    .sandbox
+                    .denial_audit
+                    .as_deref()
+                    .map(|m| {
+                        stockade::sandbox::denials::audit::AuditMode::parse(m).ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "sandbox.denial_audit: unknown value {m:?} (auto, off, enable)"
+                            )
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
+                None => Default::default(),
+            };
+            let report = stockade::doctor::report(args.landlock_abi, mode);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -123,7 +139,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         sandbox,
         ServerFiles::default(),
     )?;
+    let audit = prepare_denial_audit(&config.sandbox)?;
     let (zygote, runtime) = start_processes()?;
+    stockade::sandbox::denials::audit::start(audit.0, audit.1);
     let code = runtime.block_on(async move {
         let server = Server::new(config, zygote)?;
         let request = RunRequest {
@@ -208,7 +226,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cgroup_root: args.cgroup_root.clone().or(config.cgroup_root.clone()),
         ..config
     };
+    let audit = prepare_denial_audit(&config.sandbox)?;
     let (zygote, runtime) = start_processes()?;
+    stockade::sandbox::denials::audit::start(audit.0, audit.1);
     runtime.block_on(async move {
         // Bound before the server exists: no confined process may reach the listener's port
         // (the sandbox denies it), so the port must be known when the sandbox is set up.
@@ -303,6 +323,20 @@ fn base_config(
 /// Forks the zygote (which must happen while the process is still single-threaded), then
 /// raises the fd limit (after the fork, so that children keep the limit the server was started
 /// with) and builds the runtime.
+/// The Landlock audit denial source's self-test (`[sandbox] denial_audit`): before the zygote
+/// is forked, which must inherit the restrict flags it decides. `enable` that cannot turn
+/// audit on stops the server.
+fn prepare_denial_audit(
+    sandbox: &SandboxSettings,
+) -> anyhow::Result<(
+    stockade::sandbox::denials::audit::AuditState,
+    Option<std::sync::Arc<stockade::sandbox::denials::audit::AuditSource>>,
+)> {
+    let abi = stockade::sandbox::probe::landlock_abi_in_use(sandbox.landlock_abi_cap);
+    stockade::sandbox::denials::audit::prepare(sandbox.denial_audit, abi, true)
+        .map_err(anyhow::Error::msg)
+}
+
 fn start_processes() -> anyhow::Result<(Zygote, tokio::runtime::Runtime)> {
     let zygote = Zygote::start().context("starting the zygote process")?;
     stockade::process::sys::raise_fd_limit();

@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod events;
 pub mod keeper;
+pub mod landlock_audit;
 pub mod output;
 pub mod pump;
 pub mod refusals;

@@ -266,6 +266,7 @@ impl<S: EventSink> Pump<S> {
         // output) is killed now, then the keeper exits and is reaped.
         process.kill_tree();
         let _ = process.keeper().wait().await;
+        super::landlock_audit::settle(&process).await;
         process.state().tree_done = true;
         process.mark_finished();
         tokio::time::sleep(config.retain_exited).await;
@@ -318,6 +319,10 @@ async fn emit_exited<S: EventSink>(
         if let Some(peak) = t.peak_bytes {
             usage.max_rss_kb = usage.max_rss_kb.max(peak / 1024);
         }
+    }
+    if tree_done {
+        // Landlock audit records of the tree may still be on their way.
+        super::landlock_audit::settle(process).await;
     }
     let (seq, denied, denials) = {
         let mut st = process.state();

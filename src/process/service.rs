@@ -252,6 +252,7 @@ impl ProcessService {
             _ => prepared.all_mounts(),
         };
         let has_notify_socket = !prepared.seccomp.is_empty();
+        let has_landlock_domain = prepared.ruleset.is_some() || prepared.port_guard.is_some();
         let mut spec = SpawnSpec {
             request: KeeperRequest {
                 program: program.as_os_str().as_bytes().to_vec(),
@@ -318,6 +319,9 @@ impl ProcessService {
             .with_stderr_evidence(stderr_evidence),
         );
         let refusal_note = watch_refusals(&process, has_notify_socket, spawned.listener.take());
+        if has_landlock_domain {
+            super::landlock_audit::watch(&process);
+        }
         table.insert(process.clone());
         let (gate_tx, gate_rx) = oneshot::channel();
         let pump = Pump {

@@ -65,6 +65,29 @@ pub struct SandboxSupport {
     pub probes: serde_json::Value,
     /// Policy types accepted by this server after its ceiling.
     pub policies: Vec<String>,
+    /// Whether Landlock audit records are a denial source (`denialSources` value
+    /// `landlock`), and why not.
+    pub denial_audit: DenialAuditSupport,
+}
+
+/// `stockade.sandboxSupport.denialAudit`: the Landlock audit denial source.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct DenialAuditSupport {
+    /// `[sandbox] denial_audit`: `auto`, `off` or `enable`.
+    pub mode: String,
+    /// Records are read and attributed to processes.
+    pub active: bool,
+    /// Why the source is not active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How to make it active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// What the mode does to the host (`enable`: audit is on host-wide).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The `stockade` extension object of the `initialize` result.

@@ -381,15 +381,22 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> 
         if sb.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             fail(ep, Stage::NoNewPrivs, errno());
         }
+        // LOG_NEW_EXEC_ON while the Landlock audit source reads the records (the program's
+        // refusals come after exec, which Landlock does not log by default); else 0.
+        let log_flags = super::denials::audit::restrict_flags();
         if sb.ruleset_fd >= 0
-            && libc::syscall(libc::SYS_landlock_restrict_self, sb.ruleset_fd, 0u32) < 0
+            && libc::syscall(libc::SYS_landlock_restrict_self, sb.ruleset_fd, log_flags) < 0
         {
             fail(ep, Stage::Landlock, errno());
         }
         // The policy's own (small) ruleset first: a new domain copies every rule of the one
         // it stacks on, so this order copies the port guard's rules once, not twice.
         if sb.port_guard_fd >= 0
-            && libc::syscall(libc::SYS_landlock_restrict_self, sb.port_guard_fd, 0u32) < 0
+            && libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                sb.port_guard_fd,
+                log_flags,
+            ) < 0
         {
             fail(ep, Stage::Landlock, errno());
         }

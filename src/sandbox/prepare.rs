@@ -74,6 +74,8 @@ pub struct SandboxSettings {
     /// Files the server read at startup (token, config): hidden from every confined process
     /// and every filesystem call.
     pub server_files: ServerFiles,
+    /// Landlock audit records as a denial source (`[sandbox] denial_audit`).
+    pub denial_audit: super::denials::audit::AuditMode,
 }
 
 /// The TCP ports the server itself listens on, and the network-only Landlock ruleset that
@@ -137,6 +139,7 @@ impl Default for SandboxSettings {
             allow_tmp_roots: true,
             allow_system_writable_roots: false,
             server_files: ServerFiles::default(),
+            denial_audit: Default::default(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::paths::to_file_uri;
-use crate::protocol::handshake::{EnvironmentInfo, SandboxSupport, ShellInfo};
+use crate::protocol::handshake::{DenialAuditSupport, EnvironmentInfo, SandboxSupport, ShellInfo};
 use crate::sandbox::probe;
 
 /// Facts about the executor host, measured once at startup.
@@ -47,7 +47,20 @@ impl HostInfo {
                 mount_namespaces: probe::probes().mount_namespace_mode.name().into(),
                 probes: serde_json::to_value(probe::probes()).unwrap_or_default(),
                 policies: vec!["danger-full-access".into()],
+                denial_audit: denial_audit_support(),
             },
         }
+    }
+}
+
+/// The Landlock audit source as this process's startup decided it.
+pub fn denial_audit_support() -> DenialAuditSupport {
+    let st = crate::sandbox::denials::audit::state();
+    DenialAuditSupport {
+        mode: st.mode.name().into(),
+        active: st.active,
+        reason: st.reason,
+        fix: st.fix,
+        note: st.note,
     }
 }

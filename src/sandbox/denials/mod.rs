@@ -2,11 +2,13 @@
 //! feed one [`DenialLog`] per process, which deduplicates, caps and counts.
 //!
 //! Sources: seccomp user notification (`notify`: the supervisor answers each call the filter
-//! refuses and records it with its arguments), and error texts on stderr or the terminal that
+//! refuses and records it with its arguments), Landlock audit records (`audit`: the kernel's
+//! own record of each access a Landlock domain refused, attributed by domain), and error texts on stderr or the terminal that
 //! name a path the policy denies (`stderr`). Each is exact for what it reports; what a source
 //! cannot see (a refusal a program does not print) is missing, and `denialSources` tells a
 //! client which sources were watching.
 
+pub mod audit;
 pub mod notify;
 pub mod stderr;
 
@@ -40,6 +42,8 @@ pub struct DenialLog {
     /// Refusals that count as evidence for `sandboxDenied` (see [`is_incidental`]).
     evidence: u64,
     lost: bool,
+    /// A source still has records of the finished tree to hand over (Landlock audit).
+    awaiting: bool,
     sources: Vec<DenialSource>,
 }
 
@@ -86,6 +90,17 @@ impl DenialLog {
         }
     }
 
+    /// A source will hand over records after the tree ended: the list is not final until
+    /// [`DenialLog::release`].
+    pub fn hold(&mut self) {
+        self.awaiting = true;
+    }
+
+    /// The source that held the list has handed over everything.
+    pub fn release(&mut self) {
+        self.awaiting = false;
+    }
+
     /// Marks that refusals may have been lost (a source dropped records).
     pub fn mark_lost(&mut self) {
         self.lost = true;
@@ -111,7 +126,7 @@ impl DenialLog {
         DenialsReport {
             denials: self.entries.clone(),
             denials_total: self.total,
-            denials_complete: tree_done && !self.lost,
+            denials_complete: tree_done && !self.lost && !self.awaiting,
             denial_sources: self.sources.clone(),
         }
     }
