@@ -11,7 +11,7 @@ use serde_json::Value;
 pub struct FsPolicyParams {
     /// Section 6.2 policy shape.
     #[serde(default)]
-    #[schemars(with = "Option<super::schema::SandboxPolicyShape>")]
+    #[schemars(with = "Option<super::policy::SandboxPolicyShape>")]
     pub sandbox_policy: Option<Value>,
     /// [stockade] The directory `sandboxPolicy` is resolved against (default: the server's
     /// working directory).
@@ -19,7 +19,7 @@ pub struct FsPolicyParams {
     pub sandbox_cwd: Option<String>,
     /// Section 6.3 policy shape.
     #[serde(default)]
-    #[schemars(with = "Option<super::schema::SandboxShape>")]
+    #[schemars(with = "Option<super::policy::SandboxShape>")]
     pub sandbox: Option<Value>,
 }
 

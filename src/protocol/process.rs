@@ -43,11 +43,11 @@ pub struct StartParams {
     pub arg0: Option<String>,
     /// Section 6.2 policy shape.
     #[serde(default)]
-    #[schemars(with = "Option<super::schema::SandboxPolicyShape>")]
+    #[schemars(with = "Option<super::policy::SandboxPolicyShape>")]
     pub sandbox_policy: Option<Value>,
     /// Section 6.3 policy shape.
     #[serde(default)]
-    #[schemars(with = "Option<super::schema::SandboxShape>")]
+    #[schemars(with = "Option<super::policy::SandboxShape>")]
     pub sandbox: Option<Value>,
     /// Initial PTY size.
     #[serde(default)]

@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod denials;
+pub mod from_wire;
 pub mod landlock;
 pub mod links;
 pub mod mountns;
