@@ -175,3 +175,58 @@ except OSError as e:
     assert!(ws.join(".git/config").exists());
     assert!(!ws.join(".git/hooks/pre-commit").exists());
 }
+
+/// This process's value of a `/proc/self/status` capability field (hex).
+fn own_caps(key: &str) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A root server keeps idle keepers that emptied their capability bounding set ahead of time,
+/// for confined processes only. Whichever keeper serves a spawn, and however the pools are
+/// drained and refilled: every confined process has no capabilities and (as root) an empty
+/// bounding set, and an unconfined process keeps the server's full bounding set (a keeper
+/// made for one kind never serves the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepers_made_ahead_give_each_process_its_own_capability_set() {
+    let s = Scratch::new("capsets");
+    let ws = s.ws();
+    let c = Client::new(Transport::Stdio, &["--ceiling", "danger-full-access"]).await;
+    let script = "grep -E '^Cap(Bnd|Eff):' /proc/self/status | tr -s '\\t ' ' '";
+    let full_bounding = own_caps("CapBnd:");
+    // More spawns of each kind than either pool holds, interleaved and back to back.
+    for round in 0..12 {
+        let confined = round % 3 != 0;
+        let policy = if confined {
+            only_cwd_writable()
+        } else {
+            json!({"type": "danger-full-access"})
+        };
+        let (code, out, err) = shell(&c, &format!("caps{round}"), &ws, policy, script).await;
+        assert_eq!(code, 0, "{err}");
+        let bounding = out
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd: "))
+            .unwrap_or_else(|| panic!("no CapBnd in {out:?}"));
+        let effective = out
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff: "))
+            .unwrap_or_else(|| panic!("no CapEff in {out:?}"));
+        if confined {
+            assert_eq!(effective, "0000000000000000", "round {round}: {out}");
+            // Unprivileged, nothing is dropped: the bounding set is the server's, or the full
+            // set of the user namespace that holds the mounts (it grants nothing on the host).
+            if is_root() {
+                assert_eq!(bounding, "0000000000000000", "round {round}: {out}");
+            }
+        } else {
+            assert_eq!(bounding, full_bounding, "round {round}: {out}");
+            assert_eq!(effective, own_caps("CapEff:"), "round {round}: {out}");
+        }
+    }
+}

@@ -117,6 +117,18 @@ fn close_range(first: u32, last: u32) {
     }
 }
 
+/// Empties this process's capability bounding set as far as it can (an idle keeper of the
+/// cap-free pool, see `zygote`): nothing depends on success, the program drops what is left
+/// and fails if it cannot. Async-signal-safe.
+pub fn drop_bounding_set() {
+    for cap in 0..64 {
+        // SAFETY: prctl on plain integers.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
+            return;
+        }
+    }
+}
+
 /// Opens this thread's list of children (`/proc/thread-self/children`): an idle keeper does
 /// it ahead of time, so that its tree kill never needs a new fd. -1 with errno on failure.
 /// Async-signal-safe.

@@ -240,13 +240,6 @@ impl ProcessService {
         .map_err(|e| StartError::Spawn(format!("failed to spawn `{program_name}`: {e}")))?;
         let size = req.size.map(|s| (s.rows, s.cols)).unwrap_or((24, 80));
         let (namespace, capture) = self.namespace(&prepared, &linked);
-        // Error texts naming a path count only when this policy, with these mounts, denies it.
-        let stderr_evidence = match &sandbox_policy.filesystem {
-            Filesystem::Restricted(entries) if prepared.confined => {
-                Some(StderrEvidence::new(entries, &prepared.mounts, &req.cwd))
-            }
-            _ => None,
-        };
         let mounts = match namespace {
             SpawnNamespace::Join(_) => Vec::new(),
             _ => prepared.all_mounts(),
@@ -290,7 +283,22 @@ impl ProcessService {
             )));
         }
         let started = Instant::now();
-        let mut spawned = match self.spawner.spawn(spec).await {
+        let sent = match self.spawner.hand_over(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                table.unreserve(&req.process_id);
+                return Err(spawn_error(&program_name, &req.cwd, e));
+            }
+        };
+        // While the keeper starts the program (on another CPU): what only the server needs.
+        // Error texts naming a path count only when this policy, with these mounts, denies it.
+        let stderr_evidence = match &sandbox_policy.filesystem {
+            Filesystem::Restricted(entries) if prepared.confined => {
+                Some(StderrEvidence::new(entries, &prepared.mounts, &req.cwd))
+            }
+            _ => None,
+        };
+        let mut spawned = match sent.finish().await {
             Ok(s) => s,
             Err(e) => {
                 table.unreserve(&req.process_id);

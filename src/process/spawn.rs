@@ -119,6 +119,8 @@ pub enum SpawnError {
 /// Sends spawn requests to the zygote's idle keepers.
 pub struct Spawner {
     sock: AsyncFd<OwnedFd>,
+    /// The cap-free pool's socket, for requests that drop capabilities (root server only).
+    cap_free: Option<AsyncFd<OwnedFd>>,
     /// Bounds requests in flight (each carries fds, and the kernel limits fds in flight).
     in_flight: Semaphore,
 }
@@ -126,22 +128,39 @@ pub struct Spawner {
 impl Spawner {
     /// Wraps a started zygote.
     pub fn start(zygote: Zygote) -> io::Result<Arc<Spawner>> {
-        let fd = zygote.socket().try_clone()?;
-        // SAFETY: we own the duplicate; it stays registered until the spawner is dropped.
-        let sock = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let register = |fd: &OwnedFd| -> io::Result<AsyncFd<OwnedFd>> {
+            let fd = fd.try_clone()?;
+            // SAFETY: we own the duplicate; it stays registered until the spawner is dropped.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)
+        };
+        let sock = register(zygote.socket())?;
+        let cap_free = zygote.cap_free_socket().map(register).transpose()?;
         drop(zygote);
         Ok(Arc::new(Spawner {
             sock,
+            cap_free,
             in_flight: Semaphore::new(16),
         }))
     }
 
-    async fn send(&self, len: u32, inline: &[u8], fds: &[i32]) -> io::Result<()> {
+    async fn send_datagram(
+        &self,
+        drop_caps: bool,
+        len: u32,
+        inline: &[u8],
+        fds: &[i32],
+    ) -> io::Result<()> {
+        // Either pool's keeper runs any request; the cap-free one only saves the program's
+        // capability drops, so only requests that drop them go there.
+        let sock = match &self.cap_free {
+            Some(s) if drop_caps => s,
+            _ => &self.sock,
+        };
         loop {
-            match zygote::send_request(self.sock.get_ref().as_raw_fd(), len, inline, fds) {
+            match zygote::send_request(sock.get_ref().as_raw_fd(), len, inline, fds) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut guard = self.sock.writable().await?;
+                    let mut guard = sock.writable().await?;
                     guard.clear_ready();
                 }
                 other => return other,
@@ -150,7 +169,15 @@ impl Spawner {
     }
 
     /// Starts a process. On error nothing is left running.
-    pub async fn spawn(&self, mut spec: SpawnSpec) -> Result<Spawned, SpawnError> {
+    pub async fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, SpawnError> {
+        self.hand_over(spec).await?.finish().await
+    }
+
+    /// Hands the request to an idle keeper and returns without waiting for the program to
+    /// start: the caller can do work the keeper does not need while the keeper and the
+    /// program run on another CPU, then [`SentRequest::finish`]. Dropping the result without
+    /// finishing leaves the keeper to run the program unobserved: always finish.
+    pub async fn hand_over(&self, mut spec: SpawnSpec) -> Result<SentRequest<'_>, SpawnError> {
         let setup = |what| move |source| SpawnError::Setup { what, source };
         // The request says how the namespace is made; its fds go last in the datagram.
         let mut capture = None;
@@ -235,7 +262,7 @@ impl Spawner {
             None
         };
         let inline: &[u8] = if memfd.is_some() { &[] } else { &encoded };
-        let _permit = self
+        let permit = self
             .in_flight
             .acquire()
             .await
@@ -261,15 +288,52 @@ impl Spawner {
         } else {
             None
         };
-        self.send(len, inline, &raw)
+        self.send_datagram(spec.request.drop_caps, len, inline, &raw)
             .await
             .map_err(setup("zygote"))?;
         // The child-side ends now live in the keeper (and the target) only.
         drop((child_stdin, child_stdout, child_stderr, status_w, memfd));
         let capture = capture.map(|(server_end, _child_end)| server_end);
         let notify = notify.map(|(server_end, _child_end)| server_end);
+        let status = pipe::Receiver::from_owned_fd(status_r).map_err(setup("status pipe"))?;
+        Ok(SentRequest {
+            _permit: permit,
+            status,
+            capture,
+            notify,
+            outputs,
+            stdin: stdin_pipe,
+            pty,
+        })
+    }
+}
 
-        let mut status = pipe::Receiver::from_owned_fd(status_r).map_err(setup("status pipe"))?;
+/// A request a keeper has taken (see [`Spawner::hand_over`]); the program is being started.
+pub struct SentRequest<'a> {
+    /// Held until the start report: the request's fds count as in flight until then.
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    status: pipe::Receiver,
+    capture: Option<OwnedFd>,
+    notify: Option<OwnedFd>,
+    outputs: Vec<(Stream, Arc<AsyncPipe>)>,
+    stdin: Option<Arc<AsyncPipe>>,
+    pty: Option<Arc<AsyncPipe>>,
+}
+
+impl SentRequest<'_> {
+    /// Waits for the keeper's start report: the started process, or why it did not start (then
+    /// nothing is left running).
+    pub async fn finish(self) -> Result<Spawned, SpawnError> {
+        let setup = |what| move |source| SpawnError::Setup { what, source };
+        let SentRequest {
+            _permit,
+            mut status,
+            capture,
+            notify,
+            outputs,
+            stdin,
+            pty,
+        } = self;
         let mut report = [0u8; START_REPORT_LEN];
         if status.read_exact(&mut report).await.is_err() {
             return Err(setup("keeper")(io::Error::other(
@@ -301,7 +365,7 @@ impl Spawner {
             pid,
             keeper,
             outputs,
-            stdin: stdin_pipe,
+            stdin,
             pty,
             status,
         })

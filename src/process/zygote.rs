@@ -12,8 +12,10 @@
 //!
 //! The zygote keeps a small pool of **idle keepers**, pre-forked and blocked in `recvmsg` on
 //! the shared `SOCK_SEQPACKET` socket, so that a spawn is one `sendmsg` away from a running
-//! keeper: no fork on the critical path. A keeper that takes a request tells the zygote
-//! (one byte on a pipe), and the zygote forks a replacement.
+//! keeper: no fork on the critical path. A keeper that takes a request tells the zygote (its
+//! pid on a pipe), and the zygote forks replacements when they do not compete with a spawn
+//! for the CPU: in a batch once no keeper is starting a program (each one's exit arrives as
+//! SIGCHLD), at once only when no idle keeper is left.
 //!
 //! Wire format: one datagram per request: the request length (4 bytes), then the encoded
 //! [`KeeperRequest`] when it fits ([`INLINE_MAX`]), with fds attached (`SCM_RIGHTS`): stdin,
@@ -301,9 +303,29 @@ impl KeeperRequest {
     }
 }
 
-/// The server's handle on the zygote: the request socket.
+/// The server's handle on the zygote: the request sockets.
 pub struct Zygote {
     sock: OwnedFd,
+    cap_free: Option<OwnedFd>,
+}
+
+/// A `SOCK_SEQPACKET` pair (close-on-exec).
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut pair = [0; 2];
+    // SAFETY: socketpair writes two fds.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds owned here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) })
 }
 
 /// Number of fds passed with every request (stdin, stdout, stderr, status pipe);
@@ -320,25 +342,28 @@ const MAX_FDS_PER_REQUEST: usize = 11;
 /// Idle keepers kept ready.
 const POOL_SIZE: usize = 4;
 
+/// The pool is refilled (to [`POOL_SIZE`]) once it is down to this many and no spawn is in
+/// progress: in batches, between spawns.
+const REFILL_AT: usize = 2;
+
+/// A keeper counts as starting its program for this long after it took the request, or until
+/// it exits (a short program's whole life); a long-running program does not hold refills back.
+const SPAWN_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// With nothing in progress, the pool is topped up after this long without a request (ms).
+const QUIET_MS: i32 = 200;
+
 impl Zygote {
     /// Forks the zygote. Must be called while the process is single-threaded (start of main).
     pub fn start() -> io::Result<Zygote> {
-        let mut pair = [0; 2];
-        // SAFETY: socketpair writes two fds.
-        if unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                pair.as_mut_ptr(),
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh fds owned here.
-        let (server_end, zygote_end) =
-            unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let (server_end, zygote_end) = seqpacket_pair()?;
+        // SAFETY: geteuid has no preconditions.
+        let (cap_free_server, cap_free_zygote) = if unsafe { libc::geteuid() } == 0 {
+            let (a, b) = seqpacket_pair()?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
         // SAFETY: getpid has no preconditions.
         let server_pid = unsafe { libc::getpid() };
         // SAFETY: called before any thread exists, so the child may run arbitrary code.
@@ -348,15 +373,26 @@ impl Zygote {
         }
         if pid == 0 {
             drop(server_end);
-            zygote_main(zygote_end, server_pid);
+            drop(cap_free_server);
+            zygote_main([Some(zygote_end), cap_free_zygote], server_pid);
         }
         drop(zygote_end);
-        Ok(Zygote { sock: server_end })
+        Ok(Zygote {
+            sock: server_end,
+            cap_free: cap_free_server,
+        })
     }
 
     /// The request socket (the spawner sends on it without blocking).
     pub fn socket(&self) -> &OwnedFd {
         &self.sock
+    }
+
+    /// The request socket of the keepers that emptied their capability bounding set while
+    /// idle (a server running as root only): for requests with
+    /// [`KeeperRequest::drop_caps`], whose program then has nothing left to drop.
+    pub fn cap_free_socket(&self) -> Option<&OwnedFd> {
+        self.cap_free.as_ref()
     }
 
     /// Builds the memfd carrying an encoded request too large to travel inline.
@@ -462,7 +498,8 @@ fn recv_request(sock: RawFd, buf: &mut [u8]) -> Option<(u32, usize, Vec<OwnedFd>
     }
 }
 
-fn reap_keepers() {
+/// Reaps every keeper that exited; those still in `starting` are done starting.
+fn reap_keepers(starting: &mut Vec<(libc::pid_t, std::time::Instant)>) {
     loop {
         let mut status = 0;
         // SAFETY: the zygote is single-threaded and its only children are keepers.
@@ -470,10 +507,13 @@ fn reap_keepers() {
         if r <= 0 {
             return;
         }
+        starting.retain(|(pid, _)| *pid != r);
     }
 }
 
-fn zygote_main(sock: OwnedFd, server_pid: libc::pid_t) -> ! {
+/// The zygote's life: `socks` are the request sockets of the two pools, the plain one and (a
+/// root server only) the one of keepers without a capability bounding set.
+fn zygote_main(socks: [Option<OwnedFd>; 2], server_pid: libc::pid_t) -> ! {
     let mut taken = [0; 2];
     // SAFETY: single-threaded child; plain syscalls.
     unsafe {
@@ -499,10 +539,21 @@ fn zygote_main(sock: OwnedFd, server_pid: libc::pid_t) -> ! {
                 libc::close(null);
             }
         }
-        // Only the socket and stderr stay open.
-        let s = sock.as_raw_fd() as u32;
-        libc::syscall(libc::SYS_close_range, 3u32, s - 1, 0u32);
-        libc::syscall(libc::SYS_close_range, s + 1, u32::MAX, 0u32);
+        // Only the sockets and stderr stay open.
+        let mut keep: Vec<u32> = socks
+            .iter()
+            .flatten()
+            .map(|s| s.as_raw_fd() as u32)
+            .collect();
+        keep.sort_unstable();
+        let mut next = 3u32;
+        for s in keep {
+            if s > next {
+                libc::syscall(libc::SYS_close_range, next, s - 1, 0u32);
+            }
+            next = s + 1;
+        }
+        libc::syscall(libc::SYS_close_range, next, u32::MAX, 0u32);
         if libc::pipe2(taken.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
             libc::_exit(1);
         }
@@ -515,46 +566,102 @@ fn zygote_main(sock: OwnedFd, server_pid: libc::pid_t) -> ! {
     }
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    let mut idle = 0;
+    // SIGCHLD (blocked) as a readable fd: a keeper's exit wakes the loop at once. -1 when it
+    // cannot be had: then exits are seen at the next timeout.
+    // SAFETY: sigset operations on a stack set; signalfd creates a new fd.
+    let sigchld = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+    };
+    // Idle keepers per pool (the second one exists for a root server only).
+    let mut idle = [0usize; 2];
     let mut quiet = true;
+    // Keepers that took a request less than SPAWN_WINDOW ago and have not exited: spawns in
+    // progress (pid, when taken).
+    let mut starting: Vec<(libc::pid_t, std::time::Instant)> = Vec::new();
     loop {
-        while idle < POOL_SIZE && (quiet || idle < 2) {
-            // SAFETY: single-threaded; the child runs the idle keeper and never returns.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                idle_keeper(&sock, taken[1], me);
+        let now = std::time::Instant::now();
+        starting.retain(|(_, at)| now.duration_since(*at) < SPAWN_WINDOW);
+        // Fork at once when no idle keeper is left (a request would wait for the fork);
+        // otherwise refill in one batch once the pool is down to REFILL_AT and nothing is
+        // being started, or after a quiet moment: a fork, and the new keeper's page faults,
+        // compete with a spawn in progress for the CPU.
+        for (pool, sock) in socks.iter().enumerate() {
+            let Some(sock) = sock else { continue };
+            let cap_free = pool == 1;
+            while idle[pool] < POOL_SIZE
+                && (idle[pool] == 0 || quiet || (idle[pool] <= REFILL_AT && starting.is_empty()))
+            {
+                // SAFETY: single-threaded; the child runs the idle keeper and never returns.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    idle_keeper(sock, taken[1], me, cap_free);
+                }
+                if pid < 0 {
+                    break;
+                }
+                idle[pool] += 1;
             }
-            if pid < 0 {
-                break;
-            }
-            idle += 1;
         }
-        reap_keepers();
-        let mut pfd = libc::pollfd {
-            fd: taken[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // Refill right away only when the pool is empty; otherwise after a quiet moment, so
-        // that the fork does not compete with a spawn in progress for the CPU.
-        let timeout = 200;
-        // SAFETY: poll on one valid pollfd; the timeout bounds how long zombies linger.
-        if unsafe { libc::poll(&mut pfd, 1, timeout) } > 0 {
-            let mut buf = [0u8; 64];
+        reap_keepers(&mut starting);
+        let mut pfds = [
+            libc::pollfd {
+                fd: taken[0],
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigchld,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // While a spawn is in progress, wake when its window ends; otherwise a quiet moment
+        // (which also bounds how long zombies linger without a SIGCHLD fd).
+        let timeout = starting
+            .iter()
+            .map(|(_, at)| SPAWN_WINDOW.saturating_sub(at.elapsed()).as_millis() as i32 + 1)
+            .min()
+            .unwrap_or(QUIET_MS);
+        let waits_quietly = starting.is_empty();
+        let nfds = if sigchld >= 0 { 2 } else { 1 };
+        // SAFETY: poll on valid pollfds.
+        let ready = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, timeout) };
+        if ready <= 0 {
+            quiet = waits_quietly;
+            continue;
+        }
+        if pfds[1].revents != 0 {
+            let mut info = [0u8; 128 * 4];
+            // SAFETY: reading into a stack buffer (non-blocking): drains queued SIGCHLDs.
+            while unsafe { libc::read(sigchld, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        }
+        if pfds[0].revents != 0 {
+            // Each taken keeper writes its pid (4 bytes, atomically), negated for the
+            // cap-free pool.
+            let mut buf = [0u8; 64 * 4];
             // SAFETY: reading into a stack buffer.
             let n = unsafe { libc::read(taken[0], buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
-                idle = idle.saturating_sub(n as usize);
+                let now = std::time::Instant::now();
+                for pid in buf[..n as usize].chunks_exact(4) {
+                    let pid = libc::pid_t::from_ne_bytes(pid.try_into().expect("4 bytes"));
+                    let pool = usize::from(pid < 0);
+                    idle[pool] = idle[pool].saturating_sub(1);
+                    if starting.len() < 8 * POOL_SIZE {
+                        starting.push((pid.abs(), now));
+                    }
+                }
             }
             quiet = false;
-        } else {
-            quiet = true;
         }
     }
 }
 
 /// An idle keeper: waits for one request, then becomes that request's keeper.
-fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
+fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t, cap_free: bool) -> ! {
     // SAFETY: single-threaded child; plain syscalls.
     unsafe {
         libc::prctl(
@@ -578,6 +685,11 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
     // the request buffer). Page faults in a fresh fork are slow; touching more than a spawn
     // uses only slows the spawn that runs while this keeper is being made.
     keeper::reset_all_signal_dispositions();
+    if cap_free {
+        // The program drops whatever is left (and checks); emptying the bounding set costs a
+        // credentials copy per capability (~65 µs for all), better paid here than on a spawn.
+        keeper::drop_bounding_set();
+    }
     // The tree kill's list of children, opened before any request (see keeper.rs); a failure
     // is reported by the keeper when a request comes.
     let child_list = keeper::open_child_list();
@@ -598,7 +710,11 @@ fn idle_keeper(sock: &OwnedFd, taken: RawFd, zygote_pid: libc::pid_t) -> ! {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-        libc::write(taken, [1u8].as_ptr().cast(), 1);
+        // Our pid tells the zygote which keeper is busy (its exit ends the spawn), and its sign
+        // from which pool it came.
+        let pid = libc::getpid();
+        let me = if cap_free { -pid } else { pid }.to_ne_bytes();
+        libc::write(taken, me.as_ptr().cast(), me.len());
     }
     let Some((len, inline_len, fds)) = request else {
         // SAFETY: exiting.

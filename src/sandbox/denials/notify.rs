@@ -58,21 +58,28 @@ pub fn pending(listener: BorrowedFd<'_>) -> Pending {
 /// (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, Linux 6.6): a refused call then costs less. Older
 /// kernels refuse the flag, which only costs speed.
 pub fn prefer_sync_wakeup(listener: BorrowedFd<'_>) {
-    let flags: u64 = 1; // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-    // SAFETY: the ioctl reads a u64 flag word from a valid pointer.
+    // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP. The kernel takes the flags as the ioctl's argument
+    // itself, not through a pointer (a pointer there is refused with EINVAL).
+    let flags: libc::c_ulong = 1;
+    // SAFETY: the ioctl reads no memory: its argument is the flag word.
     unsafe {
         libc::ioctl(
             listener.as_raw_fd(),
             libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
-            &flags as *const u64,
+            flags,
         )
     };
 }
 
 /// Receives one call (call only when [`pending`] said [`Pending::Call`]: the receive blocks
-/// when nothing is queued) and answers it with EPERM, exactly what the plain filter answers.
-/// `Ok(None)` when the call vanished before it was received (its process was killed).
-pub fn answer_eperm(listener: BorrowedFd<'_>) -> std::io::Result<Option<Call>> {
+/// when nothing is queued), hands it to `record`, then answers it with EPERM, exactly what the
+/// plain filter answers. Recording before answering means that a call is on record before its
+/// process can go on (and exit): `process/exited` never misses it. `Ok(None)` when the call
+/// vanished before it was received (its process was killed).
+pub fn answer_eperm(
+    listener: BorrowedFd<'_>,
+    record: impl FnOnce(&Call),
+) -> std::io::Result<Option<Call>> {
     // SAFETY: all-zero is a valid seccomp_notif, and the kernel requires it zeroed.
     let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: the ioctl writes one seccomp_notif into the valid buffer.
@@ -90,6 +97,12 @@ pub fn answer_eperm(listener: BorrowedFd<'_>) -> std::io::Result<Option<Call>> {
             _ => Err(e),
         };
     }
+    let call = Call {
+        pid: notif.pid,
+        nr: notif.data.nr as i64,
+        args: notif.data.args,
+    };
+    record(&call);
     let resp = libc::seccomp_notif_resp {
         id: notif.id,
         val: 0,
@@ -105,11 +118,7 @@ pub fn answer_eperm(listener: BorrowedFd<'_>) -> std::io::Result<Option<Call>> {
             &resp as *const libc::seccomp_notif_resp,
         )
     };
-    Ok(Some(Call {
-        pid: notif.pid,
-        nr: notif.data.nr as i64,
-        args: notif.data.args,
-    }))
+    Ok(Some(call))
 }
 
 /// The name of a syscall the filter can refuse (`syscall=N` for any other).
