@@ -419,3 +419,74 @@ async fn doctor_reports_the_audit_source() {
         }
     }
 }
+
+/// `enable` as root with the network on: a connect to the server's own port (refused by the
+/// port-guard Landlock domain stacked on the policy's) is listed as `net` `connect_tcp` with
+/// its destination. As uid 65534 `enable` refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_lists_a_connect_to_the_server_port() {
+    let _lock = AUDIT_LOCK.lock().await;
+    let s = Scratch::new("audnet");
+    let cfg = config(&s, "enable");
+    if !is_root() {
+        let out = std::process::Command::new(bin())
+            .args(["serve", "--listen", "ws://127.0.0.1:0", "--config", &cfg])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("CAP_AUDIT_CONTROL"), "{err}");
+        return;
+    }
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if self.0 == 0 {
+                set_audit(false);
+            }
+        }
+    }
+    let _restore = Restore(audit_enabled().expect("root reads the audit status"));
+    let mut c = Client::uninitialized(Transport::Ws, &["--config", &cfg]).await;
+    let init = c.initialize().await;
+    assert_eq!(
+        init["stockade"]["sandboxSupport"]["denialAudit"]["active"], true,
+        "{init}"
+    );
+    let port: u16 = c
+        .ws_url
+        .as_deref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let code = format!(
+        "import socket, errno\ns = socket.socket()\ntry:\n s.connect((\"127.0.0.1\", {port}))\nexcept OSError as e:\n print(errno.errorcode[e.errno])"
+    );
+    c.start_with(
+        "net",
+        &["python3", "-c", &code],
+        json!({"cwd": s.ws().to_str().unwrap(),
+               "sandboxPolicy": {"type": "workspace-write", "network_access": true,
+                                 "exclude_slash_tmp": true, "exclude_tmpdir_env_var": true}}),
+    )
+    .await
+    .unwrap();
+    let ev = c.closed("net").await;
+    assert_eq!(String::from_utf8_lossy(&ev.stdout), "EACCES\n", "{ev:?}");
+    let read = c.ok("process/read", json!({"processId": "net"})).await;
+    let net: Vec<&Value> = read["denials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "net" && d["source"] == "landlock")
+        .collect();
+    assert_eq!(net.len(), 1, "{read}");
+    assert_eq!(net[0]["access"], json!(["connect_tcp"]), "{read}");
+    assert_eq!(net[0]["object"], format!("127.0.0.1:{port}"), "{read}");
+    assert_eq!(read["denialsComplete"], true, "{read}");
+}
