@@ -633,6 +633,7 @@ impl AuditSource {
                 Err(rustix::io::Errno::INTR) => {}
                 Err(rustix::io::Errno::NOBUFS) => {
                     // The socket overflowed: records of every watched tree may be missing.
+                    tracing::warn!("the Landlock audit socket overflowed: records may be missing");
                     reg.mark_all_lost();
                 }
                 Err(e) => {
@@ -679,6 +680,10 @@ impl AuditSource {
             _ => false,
         };
         if !complete {
+            tracing::warn!(
+                "Landlock audit records of pid {pid} may be incomplete: status {status:?}, lost counter at start {:?}",
+                w.lost_at_start
+            );
             w.sink.lost();
         }
         reg.domains.retain(|_, c| c.pid != pid);
