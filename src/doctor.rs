@@ -59,8 +59,7 @@ pub fn report(cap: Option<i32>, denial_audit: AuditMode) -> Value {
         );
         let verdict = match p {
             Ok(p) => {
-                match prepare::prepare(&p, host, &settings, &cache, root, &Default::default(), &[])
-                {
+                match prepare::prepare(&p, host, &settings, &cache, &Default::default(), &[]) {
                     Ok(prep) => serde_json::to_value(prep.report).unwrap_or_default(),
                     Err(e) => json!({"enforcement": "refused", "error": e.to_string()}),
                 }

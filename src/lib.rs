@@ -11,6 +11,7 @@ pub mod env;
 pub mod examples;
 pub mod fdio;
 pub mod fs;
+pub mod metrics;
 pub mod network;
 pub mod paths;
 pub mod process;

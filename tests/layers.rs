@@ -21,7 +21,7 @@ fn src() -> PathBuf {
 
 /// The layers that must not reach the JSON-RPC server or the transports.
 const BELOW_SERVER: &[&str] = &[
-    "process", "fs", "sandbox", "env", "protocol", "paths", "fdio",
+    "process", "fs", "sandbox", "env", "protocol", "paths", "fdio", "metrics",
 ];
 
 /// The top-level modules (`src/x.rs` or `src/x/`), without `lib` and `main`.

@@ -180,17 +180,42 @@ impl FsService {
 
     /// Handles one `fs/*` method. `None`: not a filesystem method this server implements.
     pub async fn handle(&self, method: &str, v: Value) -> Option<Result<FsAnswer, RpcError>> {
-        Some(match method {
-            "fs/readFile" => self.read_file(v).await.map(FsAnswer::Raw),
-            "fs/writeFile" => self.write_file(v).await.map(FsAnswer::Value),
-            "fs/createDirectory" => self.create_directory(v).await.map(FsAnswer::Value),
-            "fs/getMetadata" => self.path_method(v, PathOp::Metadata).await,
-            "fs/readDirectory" => self.path_method(v, PathOp::ReadDirectory).await,
-            "fs/canonicalize" => self.path_method(v, PathOp::Canonicalize).await,
-            "fs/remove" => self.remove(v).await.map(FsAnswer::Value),
-            "fs/copy" => self.copy(v).await.map(FsAnswer::Value),
+        use crate::metrics::{FsMethod, FsResult};
+        let (counted, answer) = match method {
+            "fs/readFile" => (
+                FsMethod::ReadFile,
+                self.read_file(v).await.map(FsAnswer::Raw),
+            ),
+            "fs/writeFile" => (
+                FsMethod::WriteFile,
+                self.write_file(v).await.map(FsAnswer::Value),
+            ),
+            "fs/createDirectory" => (
+                FsMethod::CreateDirectory,
+                self.create_directory(v).await.map(FsAnswer::Value),
+            ),
+            "fs/getMetadata" => (
+                FsMethod::GetMetadata,
+                self.path_method(v, PathOp::Metadata).await,
+            ),
+            "fs/readDirectory" => (
+                FsMethod::ReadDirectory,
+                self.path_method(v, PathOp::ReadDirectory).await,
+            ),
+            "fs/canonicalize" => (
+                FsMethod::Canonicalize,
+                self.path_method(v, PathOp::Canonicalize).await,
+            ),
+            "fs/remove" => (FsMethod::Remove, self.remove(v).await.map(FsAnswer::Value)),
+            "fs/copy" => (FsMethod::Copy, self.copy(v).await.map(FsAnswer::Value)),
             _ => return None,
-        })
+        };
+        let result = match &answer {
+            Ok(_) => FsResult::Ok,
+            Err(e) => FsResult::from_error_code(e.code),
+        };
+        crate::metrics::fs_call(counted, result);
+        Some(answer)
     }
 
     async fn read_file(&self, v: Value) -> Result<String, RpcError> {

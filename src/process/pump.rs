@@ -280,6 +280,7 @@ async fn emit_output<S: EventSink>(process: &Process, sink: &S, stream: Stream, 
     if process.confined && stream != Stream::Stdout {
         process.scan_error_output(data);
     }
+    crate::metrics::output(stream.metric(), data.len());
     let seq = process.state().push_output(stream, data.to_vec());
     process.notify_changed();
     sink.output(OutputEvent {

@@ -150,6 +150,17 @@ pub struct ProcessService {
     is_root: bool,
 }
 
+/// The metrics label of a policy level.
+fn sandbox_type(level: policy::Level) -> crate::metrics::SandboxType {
+    use crate::metrics::SandboxType;
+    match level {
+        policy::Level::ReadOnly => SandboxType::ReadOnly,
+        policy::Level::WorkspaceWrite => SandboxType::WorkspaceWrite,
+        policy::Level::ExternalSandbox => SandboxType::ExternalSandbox,
+        policy::Level::DangerFullAccess => SandboxType::DangerFullAccess,
+    }
+}
+
 /// `NAME=value` entries, as `execve` takes them.
 type EnvEntries = Vec<Vec<u8>>;
 
@@ -213,6 +224,7 @@ impl ProcessService {
         sink: S,
         req: StartRequest,
     ) -> Result<Started, StartError> {
+        let taken_up = Instant::now();
         if req.argv.is_empty() {
             return Err(StartError::InvalidParams("argv must not be empty".into()));
         }
@@ -225,7 +237,6 @@ impl ProcessService {
             self.host,
             &self.settings.sandbox,
             &self.seccomp,
-            self.is_root,
             &linked.paths,
             &linked.dirs,
         )?;
@@ -326,6 +337,7 @@ impl ProcessService {
             .with_placeholders(prepared.placeholders)
             .with_stderr_evidence(stderr_evidence),
         );
+        crate::metrics::spawned(sandbox_type(sandbox_policy.level), taken_up.elapsed());
         let refusal_note = watch_refusals(&process, has_notify_socket, spawned.listener.take());
         if has_landlock_domain {
             super::landlock_audit::watch(&process);

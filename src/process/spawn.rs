@@ -69,6 +69,15 @@ impl Stream {
             Stream::Pty => "pty",
         }
     }
+
+    /// The metrics label.
+    pub(crate) fn metric(self) -> crate::metrics::OutputStream {
+        match self {
+            Stream::Stdout => crate::metrics::OutputStream::Stdout,
+            Stream::Stderr => crate::metrics::OutputStream::Stderr,
+            Stream::Pty => crate::metrics::OutputStream::Pty,
+        }
+    }
 }
 
 /// A started process: its pid, keeper and the server's ends of its fds.

@@ -141,6 +141,8 @@ impl Process {
         retain_bytes: usize,
         confined: bool,
     ) -> Process {
+        // Paired with the decrement in `mark_finished` (once per process).
+        crate::metrics::process_started();
         Process {
             id,
             pid,
@@ -227,7 +229,9 @@ impl Process {
         // No process is left in its namespace: the placeholders may go (when nobody else
         // relies on them).
         std::mem::take(&mut *self.placeholders.lock().unwrap_or_else(|e| e.into_inner()));
-        self.finished_flag.store(true, Ordering::SeqCst);
+        if !self.finished_flag.swap(true, Ordering::SeqCst) {
+            crate::metrics::process_finished();
+        }
         self.finished.notify_waiters();
     }
 

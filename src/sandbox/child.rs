@@ -376,7 +376,7 @@ pub unsafe fn exec_target(plan: &ExecPlan, fds: &ChildFds, ep: &FailureSlot) -> 
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         }
         if sb.drop_caps {
-            drop_capabilities(ep);
+            drop_capabilities(ep, sb.no_new_privs);
         }
         if sb.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             fail(ep, Stage::NoNewPrivs, errno());
@@ -855,66 +855,94 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Empties the bounding set and clears ambient and inheritable capabilities, so that nothing is
-/// gained at exec even as root. Async-signal-safe.
-fn drop_capabilities(ep: &FailureSlot) {
-    // SAFETY: prctl/capget/capset on stack structs.
-    unsafe {
+/// `CAP_SETPCAP`: needed to empty the bounding set.
+const CAP_SETPCAP: u32 = 8;
+
+/// Leaves the target no capability at all, decided from the capabilities it holds, not from
+/// its uid: a root server may lack `CAP_SETPCAP` (a container dropping it), a non-root server
+/// may hold file or ambient capabilities (`setcap`, `setpriv --ambient-caps`, systemd's
+/// `AmbientCapabilities=`), and a target that created a user namespace holds every capability
+/// there. Holding none, there is nothing to drop: the `no_new_privs` set next caps what exec
+/// may grant at the (empty) permitted set, for root too. Otherwise: the bounding set is
+/// emptied when `CAP_SETPCAP` allows it (without it, `no_new_privs` alone keeps exec from
+/// granting anything), then ambient, inheritable, permitted and effective are cleared (always
+/// allowed: they only shrink). Async-signal-safe.
+fn drop_capabilities(ep: &FailureSlot, no_new_privs: bool) {
+    let mut header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut held = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes two version-3 data structs on the stack.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            held.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        fail(ep, Stage::Capabilities, errno());
+    }
+    // Ambient capabilities are a subset of permitted and inheritable ones.
+    let holds_any = held
+        .iter()
+        .any(|d| d.effective | d.permitted | d.inheritable != 0);
+    if !holds_any && no_new_privs {
+        return;
+    }
+    if held[0].effective & (1 << CAP_SETPCAP) != 0 {
         // Capability numbers are dense: the first one the kernel calls invalid (EINVAL) is
-        // past its last. Each drop copies the credentials (~1.5 µs), a read does not: only
+        // past its last. Each drop copies the credentials (~1.5 us), a read does not: only
         // what is still in the set is dropped (a keeper of the cap-free pool already emptied
         // it while idle).
         for cap in 0..64 {
-            let present = libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0);
+            // SAFETY: prctl with integer arguments only.
+            let present = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) };
             if present < 0 {
                 if errno() == libc::EINVAL {
                     break;
                 }
                 fail(ep, Stage::Capabilities, errno());
             }
-            if present == 1 && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+            // SAFETY: prctl with integer arguments only.
+            if present == 1 && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 {
                 fail(ep, Stage::Capabilities, errno());
             }
         }
-        if libc::prctl(
+    }
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe {
+        libc::prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL,
             0,
             0,
             0,
-        ) < 0
-            && errno() != libc::EINVAL
-        {
-            fail(ep, Stage::Capabilities, errno());
-        }
-        let mut header = CapHeader {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let mut data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        ) < 0
-        {
-            fail(ep, Stage::Capabilities, errno());
-        }
-        for d in data.iter_mut() {
-            d.inheritable = 0;
-        }
-        if libc::syscall(
+        )
+    };
+    if r < 0 && errno() != libc::EINVAL {
+        fail(ep, Stage::Capabilities, errno());
+    }
+    let none = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads two version-3 data structs on the stack.
+    let r = unsafe {
+        libc::syscall(
             libc::SYS_capset,
             &mut header as *mut CapHeader,
-            data.as_ptr(),
-        ) < 0
-        {
-            fail(ep, Stage::Capabilities, errno());
-        }
+            none.as_ptr(),
+        )
+    };
+    if r < 0 {
+        fail(ep, Stage::Capabilities, errno());
     }
 }
 

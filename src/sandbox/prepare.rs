@@ -215,7 +215,7 @@ pub struct Prepared {
     pub seccomp: Vec<u8>,
     /// Set no_new_privs.
     pub no_new_privs: bool,
-    /// Empty the bounding set and clear inheritable/ambient capabilities (server is root).
+    /// Leave the target no capability (it drops whatever it holds before exec).
     pub drop_caps: bool,
     /// RLIMIT_CORE = 0.
     pub no_core: bool,
@@ -806,7 +806,6 @@ pub fn prepare(
     host: HostSupport,
     settings: &SandboxSettings,
     seccomp_cache: &SeccompCache,
-    server_is_root: bool,
     read_only_files: &Arc<[PathBuf]>,
     read_only_dirs: &[PathBuf],
 ) -> Result<Prepared, SandboxError> {
@@ -1035,7 +1034,9 @@ pub fn prepare(
         port_guard,
         seccomp,
         no_new_privs: true,
-        drop_caps: server_is_root,
+        // Always asked: the target drops what it holds when it holds anything (see
+        // `child::drop_capabilities`), whatever its uid.
+        drop_caps: true,
         no_core: true,
         userns: (!mounts.is_empty() || !link_files.is_empty())
             && host.mount_namespaces == MountNamespaces::InUserNamespace,
@@ -1080,7 +1081,7 @@ mod tests {
             .map(|i| format!("/nonexistent/link{i}").into())
             .collect();
         let settings = SandboxSettings::default();
-        let err = prepare(&p, host, &settings, &seccomp, true, &files, &[]).unwrap_err();
+        let err = prepare(&p, host, &settings, &seccomp, &files, &[]).unwrap_err();
         let SandboxError::Unavailable(message) = err else {
             panic!("{err:?}")
         };
@@ -1090,7 +1091,7 @@ mod tests {
             allow_degraded: true,
             ..SandboxSettings::default()
         };
-        let ok = prepare(&p, host, &degraded, &seccomp, true, &files, &[]).unwrap();
+        let ok = prepare(&p, host, &degraded, &seccomp, &files, &[]).unwrap();
         assert!(
             ok.all_mounts().iter().all(|m| m[0] != 3),
             "no hard-link mount"
@@ -1098,7 +1099,7 @@ mod tests {
         assert_eq!(ok.report.enforcement, Enforcement::Degraded);
         // Within the limit: one read-only-if-present mount per file.
         let few: Arc<[PathBuf]> = files[..3].into();
-        let ok = prepare(&p, host, &settings, &seccomp, true, &few, &[]).unwrap();
+        let ok = prepare(&p, host, &settings, &seccomp, &few, &[]).unwrap();
         assert_eq!(ok.all_mounts().iter().filter(|m| m[0] == 3).count(), 3);
     }
 }

@@ -140,6 +140,7 @@ impl Sessions {
         });
         session.sink.set(Some(outbox));
         self.map().insert(session.id.clone(), session.clone());
+        crate::metrics::session_created();
         Ok(session)
     }
 
@@ -199,6 +200,19 @@ impl Sessions {
     /// Every session.
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.map().values().cloned().collect()
+    }
+
+    /// How many sessions are attached to a connection and how many wait for a resume.
+    pub fn census(&self) -> crate::metrics::Snapshot {
+        let mut snapshot = crate::metrics::Snapshot::default();
+        for session in self.map().values() {
+            if session.attachment().attached {
+                snapshot.sessions_attached += 1;
+            } else {
+                snapshot.sessions_detached += 1;
+            }
+        }
+        snapshot
     }
 }
 

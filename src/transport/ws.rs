@@ -101,19 +101,21 @@ pub async fn run(server: Arc<Server>, listener: TcpListener, sec: WsSecurity) {
 /// The request line a health check starts with (kubelet, podman and curl send it at once).
 const HEALTH_REQUEST: &[u8] = b"GET /healthz ";
 
-/// Answers `GET /healthz` on the WebSocket port: `200 ok`, without authentication (container
-/// probes carry no token) and without any information beyond "the server accepts
-/// connections". Returns true when the connection was a health check (then it is done).
-/// Anything else, the WebSocket upgrade included, is left untouched in the socket.
-async fn answer_health_check(stream: &mut TcpStream) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = [0u8; HEALTH_REQUEST.len()];
-    // One peek: waits for the first bytes, as the handshake would.
-    match stream.peek(&mut head).await {
-        Ok(n) if n == head.len() && head == HEALTH_REQUEST => {}
-        _ => return false,
-    }
-    // Read the request (bounded in size and time), then answer and close.
+/// The request line a Prometheus scrape starts with (same length as [`HEALTH_REQUEST`]).
+const METRICS_REQUEST: &[u8] = b"GET /metrics ";
+
+/// The plain HTTP requests the WebSocket port answers besides the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlainRequest {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+}
+
+/// Reads the head of a plain HTTP request (bounded in size and time).
+async fn read_request_head(stream: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     let read_all = async {
@@ -125,12 +127,88 @@ async fn answer_health_check(stream: &mut TcpStream) -> bool {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_all).await;
-    let _ = stream
-        .write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-        )
-        .await;
+    request
+}
+
+/// The request head as a `Request` with its headers (for [`check_upgrade`]); `None` when
+/// it is not valid HTTP.
+fn parse_head(head: &[u8]) -> Option<Request> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let target = lines.next()?.split(' ').nth(1)?;
+    let mut builder = Request::builder().uri(target);
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    builder.body(()).ok()
+}
+
+/// Writes a complete HTTP/1.1 answer and closes the connection.
+async fn answer(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
     let _ = stream.shutdown().await;
+}
+
+/// Answers the plain HTTP requests of the WebSocket port. Returns true when the connection
+/// was one (then it is done); anything else, the WebSocket upgrade included, is left
+/// untouched in the socket.
+///
+/// - `GET /healthz`: `200 ok`, without authentication (container probes carry no token) and
+///   without any information beyond "the server accepts connections".
+/// - `GET /metrics`: the Prometheus text format, under the same checks as the WebSocket
+///   upgrade (the bearer token when the server has one, the Origin list): the counters
+///   tell how busy the server is and what its processes were refused, which is for its
+///   operator, so whoever may not drive the server may not read them either.
+async fn answer_plain_request(server: &Server, stream: &mut TcpStream, sec: &WsSecurity) -> bool {
+    let mut head = [0u8; HEALTH_REQUEST.len()];
+    // One peek: waits for the first bytes, as the handshake would.
+    let kind = match stream.peek(&mut head).await {
+        Ok(n) if n == head.len() && head == HEALTH_REQUEST => PlainRequest::Health,
+        Ok(n) if n == head.len() && head == METRICS_REQUEST => PlainRequest::Metrics,
+        _ => return false,
+    };
+    let request = read_request_head(stream).await;
+    match kind {
+        PlainRequest::Health => answer(stream, "200 OK", "text/plain", b"ok\n").await,
+        PlainRequest::Metrics => match parse_head(&request).map(|r| check_upgrade(sec, &r)) {
+            Some(Ok(())) => {
+                let text = crate::metrics::render(server.sessions.census());
+                answer(
+                    stream,
+                    "200 OK",
+                    crate::metrics::CONTENT_TYPE,
+                    text.as_bytes(),
+                )
+                .await
+            }
+            Some(Err(Refusal::Token)) => {
+                answer(
+                    stream,
+                    "401 Unauthorized",
+                    "text/plain",
+                    b"missing or invalid bearer token\n",
+                )
+                .await
+            }
+            Some(Err(Refusal::Origin)) => {
+                answer(
+                    stream,
+                    "403 Forbidden",
+                    "text/plain",
+                    b"origin not allowed\n",
+                )
+                .await
+            }
+            None => answer(stream, "400 Bad Request", "text/plain", b"bad request\n").await,
+        },
+    }
     true
 }
 
@@ -141,7 +219,7 @@ async fn serve_socket(
     sec: &WsSecurity,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let _ = stream.set_nodelay(true);
-    if answer_health_check(&mut stream).await {
+    if answer_plain_request(&server, &mut stream, sec).await {
         return Ok(());
     }
     let limit = server.config.max_message_bytes;

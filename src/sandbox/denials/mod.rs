@@ -69,6 +69,7 @@ impl DenialLog {
 
     /// Records `times` occurrences of a refusal (its `count` is ignored).
     pub fn record(&mut self, mut d: Denial, times: u64) {
+        crate::metrics::denials(d.kind, times);
         self.total = self.total.saturating_add(times);
         if !is_incidental(&d) {
             self.evidence = self.evidence.saturating_add(times);
