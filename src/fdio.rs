@@ -54,10 +54,10 @@ impl AsyncPipe {
         enlarge_pipe(self.fd.get_ref(), bytes);
     }
 
-    /// The raw fd (for ioctls).
-    pub fn raw(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.fd.get_ref().as_raw_fd()
+    /// The fd (for ioctls).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.get_ref().as_fd()
     }
 
     /// Waits until the fd is readable (or at EOF/error). Cancel-safe.

@@ -2,184 +2,130 @@
 //! and pidfds (non-blocking fd I/O for tokio is [`crate::fdio`]).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 
+use rustix::fs::{Mode, OFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags, SocketType,
+};
+use rustix::process::{Pid, Resource, Signal};
+use rustix::pty::OpenptFlags;
 use tokio::io::unix::AsyncFd;
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
 
 /// A close-on-exec pipe: `(read end, write end)`.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// A close-on-exec `SOCK_SEQPACKET` socket pair.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two fds into the array.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Receives the fds of one queued message without blocking (close-on-exec); empty when no
 /// message is queued or it carried none.
 pub fn recv_fds_now(sock: &OwnedFd) -> Vec<OwnedFd> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // Room for a cmsg header and four ints, 8-byte aligned.
-    let mut control = [0u64; 6];
-    // SAFETY: a zeroed msghdr is valid; it points to the live buffers above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: recvmsg into the buffers described by msg.
-    let n = unsafe {
-        libc::recvmsg(
-            sock.as_raw_fd(),
-            &mut msg,
-            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
-    let mut out = Vec::new();
-    if n < 0 {
-        return out;
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    );
+    if received.is_err() {
+        return Vec::new();
     }
-    // SAFETY: walking the control messages the kernel wrote; each fd is fresh and ours.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<i32>();
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / std::mem::size_of::<i32>() {
-                    out.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    out
+    control
+        .drain()
+        .flat_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(fds) => fds.collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 /// Opens `/dev/null` read-only, close-on-exec.
 pub fn dev_null() -> io::Result<OwnedFd> {
-    // SAFETY: open with a static C string.
-    let fd = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::open(
+        "/dev/null",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Allocates a pseudo-terminal: `(master, slave)`, both close-on-exec, with the given size.
 pub fn open_pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: open with a static C string.
-    let master = cvt(unsafe {
-        libc::open(
-            c"/dev/ptmx".as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh fd.
-    let master = unsafe { OwnedFd::from_raw_fd(master) };
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int.
-    cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = rustix::pty::openpt(flags)?;
+    rustix::pty::unlockpt(&master)?;
     // TIOCGPTPEER opens the slave without a path lookup (no /dev/pts race).
-    // SAFETY: the ioctl returns a new fd.
-    let slave = cvt(unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh fd.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    set_window_size(master.as_raw_fd(), rows, cols)?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)?;
+    set_window_size(&master, rows, cols)?;
     Ok((master, slave))
 }
 
 /// Sets a terminal's window size (the kernel sends SIGWINCH to its foreground group).
-pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
-    let ws = libc::winsize {
+pub fn set_window_size(fd: impl AsFd, rows: u16, cols: u16) -> io::Result<()> {
+    let size = rustix::termios::Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads a winsize.
-    cvt(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) })?;
-    Ok(())
+    Ok(rustix::termios::tcsetwinsize(fd, size)?)
 }
 
 /// The foreground process group of a terminal (via its master).
-pub fn foreground_group(fd: RawFd) -> io::Result<libc::pid_t> {
-    // SAFETY: plain ioctl wrapper.
-    let pgid = unsafe { libc::tcgetpgrp(fd) };
-    if pgid < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(pgid)
-    }
+pub fn foreground_group(fd: impl AsFd) -> io::Result<libc::pid_t> {
+    Ok(rustix::termios::tcgetpgrp(fd)?.as_raw_nonzero().get())
+}
+
+/// The signal numbered `sig` (only the named ones: stockade sends nothing else).
+fn signal(sig: i32) -> io::Result<Signal> {
+    Signal::from_named_raw(sig).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Sends a signal to a process group.
 pub fn kill_group(pgid: libc::pid_t, sig: i32) -> io::Result<()> {
-    if pgid <= 1 {
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    // SAFETY: kill has no memory effects.
-    cvt(unsafe { libc::kill(-pgid, sig) })?;
-    Ok(())
+    let pgid = Pid::from_raw(pgid)
+        .filter(|p| p.as_raw_nonzero().get() > 1)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    Ok(rustix::process::kill_process_group(pgid, signal(sig)?)?)
 }
 
 /// Raises the soft fd limit to the hard limit: every process costs the server about five fds
 /// (output pipes, status pipe, pidfd, stdin), and 1024 is a common soft default.
 pub fn raise_fd_limit() {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit on a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max.min(1 << 20);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
+    let limit = rustix::process::getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.map_or(1 << 20, |max| max.min(1 << 20));
+    if limit.current.is_some_and(|cur| cur < wanted) {
+        let raised = rustix::process::Rlimit {
+            current: Some(wanted),
+            maximum: limit.maximum,
+        };
+        let _ = rustix::process::setrlimit(Resource::Nofile, raised);
     }
 }
 
 /// Makes sure fds 0, 1 and 2 are open (on `/dev/null` if not), so that every fd the server
 /// creates later is >= 3. Call once at startup, before any thread is spawned.
 pub fn ensure_std_fds() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            // SAFETY: open returns the lowest free fd, which is `fd`.
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+    // open returns the lowest free fd: while it is one of 0, 1, 2 it fills a hole, which is
+    // kept open for good (into_raw_fd); the first fd >= 3 shows that all three are open.
+    while let Ok(fd) = rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty()) {
+        if fd.as_raw_fd() >= 3 {
+            break; // closed here
         }
+        let _standard_stream = fd.into_raw_fd();
     }
 }
 
@@ -231,16 +177,14 @@ pub struct PidFd {
 impl PidFd {
     /// Opens a pidfd for `pid` (falls back to plain pids on kernels without pidfds).
     pub fn open(pid: libc::pid_t) -> PidFd {
-        // SAFETY: pidfd_open returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
-        let fd = if fd >= 0 {
-            // SAFETY: fresh fd, owned here; pidfds are pollable (readable on exit).
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: we own the fd and keep it registered until drop.
-            unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }.ok()
-        } else {
-            None
-        };
+        let fd = Pid::from_raw(pid)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+            .and_then(|owned| {
+                // SAFETY: `owned` is a fresh pidfd (pollable: readable on exit) owned by the
+                // AsyncFd from here until it is dropped; nothing else closes it.
+                unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+                    .ok()
+            });
         PidFd { pid, fd }
     }
 
@@ -251,28 +195,17 @@ impl PidFd {
 
     /// Sends a signal; `Ok(false)` when the process is already gone.
     pub fn signal(&self, sig: i32) -> io::Result<bool> {
-        let r = match &self.fd {
-            // SAFETY: pidfd_send_signal with a null info pointer.
-            Some(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.get_ref().as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
-            // SAFETY: kill has no memory effects.
-            None => (unsafe { libc::kill(self.pid, sig) }) as libc::c_long,
+        let sig = signal(sig)?;
+        let sent = match (&self.fd, Pid::from_raw(self.pid)) {
+            (Some(fd), _) => rustix::process::pidfd_send_signal(fd.get_ref(), sig),
+            (None, Some(pid)) => rustix::process::kill_process(pid, sig),
+            (None, None) => Err(rustix::io::Errno::SRCH),
         };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                return Ok(false);
-            }
-            return Err(e);
+        match sent {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::SRCH) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Ok(true)
     }
 
     /// Waits until the process has exited (it is reaped by its parent, the zygote).
@@ -283,8 +216,9 @@ impl PidFd {
             return Ok(());
         }
         // Without pidfds: poll until the pid is gone (the zygote reaps within ~200 ms).
-        // SAFETY: kill with signal 0 only checks existence.
-        while unsafe { libc::kill(self.pid, 0) } == 0 {
+        while let Some(pid) = Pid::from_raw(self.pid)
+            && rustix::process::test_kill_process(pid).is_ok()
+        {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Ok(())

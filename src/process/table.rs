@@ -342,7 +342,7 @@ impl Process {
             return false;
         }
         let pgid = match &self.pty {
-            Some(master) => sys::foreground_group(master.raw()).unwrap_or(self.pid),
+            Some(master) => sys::foreground_group(master.fd()).unwrap_or(self.pid),
             None => self.pid,
         };
         sys::kill_group(pgid, sig).is_ok()
@@ -352,7 +352,7 @@ impl Process {
     pub fn resize(&self, rows: u16, cols: u16) -> Option<std::io::Result<()>> {
         self.pty
             .as_ref()
-            .map(|m| sys::set_window_size(m.raw(), rows, cols))
+            .map(|m| sys::set_window_size(m.fd(), rows, cols))
     }
 
     /// True when the process runs on a PTY.

@@ -3,58 +3,34 @@
 //! confined process that swaps a component for a symlink between the two cannot redirect
 //! the server elsewhere.
 
-use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+
+/// `flags` (libc's `O_*`) plus `O_CLOEXEC` and `O_NOFOLLOW`.
+fn oflags(flags: i32) -> OFlags {
+    OFlags::from_bits_retain(flags as u32) | OFlags::CLOEXEC | OFlags::NOFOLLOW
+}
 
 /// Opens `path` (absolute) with `flags` (`O_CLOEXEC` is added), refusing a symlink in any
 /// component, the last one included (ELOOP). `openat2(RESOLVE_NO_SYMLINKS)` where the kernel
 /// has it (5.6), otherwise one `openat(O_NOFOLLOW)` per component.
 pub fn open_no_symlinks(path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     if !path.is_absolute() {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
-    // SAFETY: open_how is plain data; all-zero is valid (it is non-exhaustive, so it is
-    // built field by field).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a valid C string and a properly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: a new descriptor this call owns.
-        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(CWD, path, oflags(flags), Mode::empty(), resolve) {
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::NOSYS) => open_by_components(path, flags),
+        Err(e) => Err(e.into()),
     }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(err);
-    }
-    open_by_components(path, flags)
 }
 
 /// The fallback of [`open_no_symlinks`]: one component at a time, each `O_NOFOLLOW`.
 fn open_by_components(path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    let open = |dir: i32, name: &std::ffi::CStr, flags: i32| -> std::io::Result<OwnedFd> {
-        // SAFETY: openat on a valid directory fd (or AT_FDCWD) and C string.
-        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor this call owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
+    let walk = oflags(libc::O_PATH | libc::O_DIRECTORY);
     let names: Vec<&std::ffi::OsStr> = path
         .components()
         .filter_map(|c| match c {
@@ -62,26 +38,19 @@ fn open_by_components(path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
             _ => None,
         })
         .collect();
-    let mut cur = open(
-        libc::AT_FDCWD,
-        c"/",
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-    )?;
-    for (i, name) in names.iter().enumerate() {
-        let name = CString::new(name.as_bytes())
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        let last = i + 1 == names.len();
-        let f = if last {
-            flags | libc::O_NOFOLLOW
-        } else {
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW
-        };
-        cur = open(cur.as_raw_fd(), &name, f)?;
+    let Some((last, parents)) = names.split_last() else {
+        return Ok(rustix::fs::openat(CWD, "/", oflags(flags), Mode::empty())?);
+    };
+    let mut cur = rustix::fs::openat(CWD, "/", walk, Mode::empty())?;
+    for name in parents {
+        cur = rustix::fs::openat(&cur, *name, walk, Mode::empty())?;
     }
-    if names.is_empty() {
-        return open(libc::AT_FDCWD, c"/", flags | libc::O_NOFOLLOW);
-    }
-    Ok(cur)
+    Ok(rustix::fs::openat(
+        &cur,
+        *last,
+        oflags(flags),
+        Mode::empty(),
+    )?)
 }
 
 #[cfg(test)]

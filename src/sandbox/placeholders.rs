@@ -27,7 +27,9 @@
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -74,31 +76,23 @@ struct Placeholder {
 static REGISTRY: Mutex<Vec<(PathBuf, Weak<Placeholder>)>> = Mutex::new(Vec::new());
 
 fn stat_at(parent: &OwnedFd, name: &CString) -> Option<(u64, u64)> {
-    // SAFETY: fstatat into a zeroed struct, on a valid fd and C string.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        (libc::fstatat(
-            parent.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) == 0)
-            .then_some((st.st_dev, st.st_ino))
-    }
+    rustix::fs::statat(parent, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
 }
 
 /// True when the directory behind `dir` was deleted.
 fn parent_gone(dir: &OwnedFd) -> bool {
-    // SAFETY: fstat into a zeroed struct on a valid fd.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(dir.as_raw_fd(), &mut st) != 0 || st.st_nlink == 0
-    }
+    rustix::fs::fstat(dir).map_or(true, |st| st.st_nlink == 0)
 }
 
 fn flock(f: &File, op: i32) -> bool {
-    // SAFETY: flock on a valid fd.
-    unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) == 0 }
+    let op = if op == libc::LOCK_EX {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    rustix::fs::flock(f, op).is_ok()
 }
 
 /// An empty directory of exactly [`PLACEHOLDER_MODE`]: what stockade creates.
@@ -125,15 +119,8 @@ impl Drop for Placeholder {
         {
             return;
         }
-        // SAFETY: unlinkat on a valid directory fd and C string; AT_REMOVEDIR only ever
-        // removes an empty directory.
-        unsafe {
-            libc::unlinkat(
-                self.parent.as_raw_fd(),
-                self.name.as_ptr(),
-                libc::AT_REMOVEDIR,
-            )
-        };
+        // AT_REMOVEDIR only ever removes an empty directory.
+        let _ = rustix::fs::unlinkat(&self.parent, self.name.as_c_str(), AtFlags::REMOVEDIR);
     }
 }
 
@@ -242,16 +229,14 @@ fn acquire(path: &Path) -> Result<Option<Lease>, String> {
         }
         let parent = open_no_symlinks(parent_path, libc::O_PATH | libc::O_DIRECTORY)
             .map_err(|e| fail("opening its directory without symlinks", e))?;
-        // SAFETY: mkdirat on a valid directory fd and C string.
-        let created = unsafe {
-            libc::mkdirat(
-                parent.as_raw_fd(),
-                name.as_ptr(),
-                PLACEHOLDER_MODE as libc::mode_t,
-            )
-        } == 0;
-        if !created {
-            let e = std::io::Error::last_os_error();
+        let made = rustix::fs::mkdirat(
+            &parent,
+            name.as_c_str(),
+            Mode::from_raw_mode(PLACEHOLDER_MODE as libc::mode_t),
+        );
+        let created = made.is_ok();
+        if let Err(errno) = made {
+            let e = std::io::Error::from(errno);
             match e.raw_os_error() {
                 Some(libc::EEXIST) => {}
                 // The directory was removed meanwhile: look again.
@@ -263,26 +248,26 @@ fn acquire(path: &Path) -> Result<Option<Lease>, String> {
                 _ => return Err(fail("creating it", e)),
             }
         }
-        // SAFETY: openat on a valid directory fd and C string.
-        let fd = unsafe {
-            libc::openat(
-                parent.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                // Removed meanwhile: again.
-                Some(libc::ENOENT) => continue,
-                // A symlink or a file: not a placeholder, protected as what it is.
-                Some(libc::ELOOP) | Some(libc::ENOTDIR) if !created => return Ok(None),
-                _ => return Err(fail("opening it", e)),
+        let opened = rustix::fs::openat(
+            &parent,
+            name.as_c_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(errno) => {
+                let e = std::io::Error::from(errno);
+                match e.raw_os_error() {
+                    // Removed meanwhile: again.
+                    Some(libc::ENOENT) => continue,
+                    // A symlink or a file: not a placeholder, protected as what it is.
+                    Some(libc::ELOOP) | Some(libc::ENOTDIR) if !created => return Ok(None),
+                    _ => return Err(fail("opening it", e)),
+                }
             }
-        }
-        // SAFETY: a new descriptor this call owns.
-        let dir = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        };
+        let dir = File::from(fd);
         if created {
             // The umask may have taken bits away; the mode is also the mark.
             let _ = dir.set_permissions(std::fs::Permissions::from_mode(PLACEHOLDER_MODE));
