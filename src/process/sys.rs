@@ -171,21 +171,60 @@ pub fn take_env_secret(name: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct PidFd {
     pid: libc::pid_t,
-    fd: Option<AsyncFd<OwnedFd>>,
+    handle: Handle,
+}
+
+/// How a [`PidFd`] reaches its process.
+#[derive(Debug)]
+enum Handle {
+    /// Through a pidfd: never a recycled pid.
+    Fd(AsyncFd<OwnedFd>),
+    /// The process was gone (or could not be opened) when the pidfd was asked for. Its pid
+    /// number may already belong to another process (the zygote reaps its keepers as soon as
+    /// they exit), so nothing is ever sent to it.
+    Gone,
+    /// Only on kernels without `pidfd_open` (ENOSYS, before Linux 5.3): plain pids.
+    PlainPid,
 }
 
 impl PidFd {
-    /// Opens a pidfd for `pid` (falls back to plain pids on kernels without pidfds).
+    /// Opens a pidfd for `pid`. A process that is already gone, or that cannot be opened
+    /// (e.g. no file descriptor left), is treated as gone: it is never signalled by its pid
+    /// number, which another process may hold by now. Plain pids are used only on kernels
+    /// without pidfds.
     pub fn open(pid: libc::pid_t) -> PidFd {
-        let fd = Pid::from_raw(pid)
-            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
-            .and_then(|owned| {
+        let opened = match Pid::from_raw(pid) {
+            Some(p) => rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()),
+            None => Err(rustix::io::Errno::SRCH),
+        };
+        let handle = match opened {
+            Ok(owned) => {
                 // SAFETY: `owned` is a fresh pidfd (pollable: readable on exit) owned by the
                 // AsyncFd from here until it is dropped; nothing else closes it.
-                unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-                    .ok()
-            });
-        PidFd { pid, fd }
+                match unsafe {
+                    AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
+                } {
+                    Ok(fd) => Handle::Fd(fd),
+                    Err(e) => {
+                        tracing::error!("watching process {pid}: {e}; treated as gone");
+                        Handle::Gone
+                    }
+                }
+            }
+            Err(rustix::io::Errno::NOSYS) => Handle::PlainPid,
+            Err(rustix::io::Errno::SRCH) => Handle::Gone,
+            Err(e) => {
+                tracing::error!("opening a pidfd for process {pid}: {e}; treated as gone");
+                Handle::Gone
+            }
+        };
+        PidFd { pid, handle }
+    }
+
+    /// True when the process was gone before it could be watched: signals and waits are
+    /// no-ops for it.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.handle, Handle::Gone)
     }
 
     /// The pid.
@@ -196,10 +235,10 @@ impl PidFd {
     /// Sends a signal; `Ok(false)` when the process is already gone.
     pub fn signal(&self, sig: i32) -> io::Result<bool> {
         let sig = signal(sig)?;
-        let sent = match (&self.fd, Pid::from_raw(self.pid)) {
-            (Some(fd), _) => rustix::process::pidfd_send_signal(fd.get_ref(), sig),
-            (None, Some(pid)) => rustix::process::kill_process(pid, sig),
-            (None, None) => Err(rustix::io::Errno::SRCH),
+        let sent = match (&self.handle, Pid::from_raw(self.pid)) {
+            (Handle::Fd(fd), _) => rustix::process::pidfd_send_signal(fd.get_ref(), sig),
+            (Handle::PlainPid, Some(pid)) => rustix::process::kill_process(pid, sig),
+            (Handle::Gone, _) | (Handle::PlainPid, None) => Err(rustix::io::Errno::SRCH),
         };
         match sent {
             Ok(()) => Ok(true),
@@ -210,17 +249,57 @@ impl PidFd {
 
     /// Waits until the process has exited (it is reaped by its parent, the zygote).
     pub async fn wait(&self) -> io::Result<()> {
-        if let Some(fd) = &self.fd {
-            // A pidfd becomes readable when the process exits.
-            let _ = fd.readable().await?;
-            return Ok(());
+        match &self.handle {
+            Handle::Fd(fd) => {
+                // A pidfd becomes readable when the process exits.
+                let _ = fd.readable().await?;
+                return Ok(());
+            }
+            Handle::Gone => return Ok(()),
+            Handle::PlainPid => {}
         }
-        // Without pidfds: poll until the pid is gone (the zygote reaps within ~200 ms).
+        // Without pidfds: poll until the pid is gone (the zygote reaps its keepers on
+        // SIGCHLD).
         while let Some(pid) = Pid::from_raw(self.pid)
             && rustix::process::test_kill_process(pid).is_ok()
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PidFd;
+
+    /// A keeper the zygote reaped before the server asked for its pidfd must never be
+    /// signalled by its pid number: that number may belong to another client's process by
+    /// then. (Before, the handle fell back to `kill(pid)` whenever `pidfd_open` failed.)
+    #[tokio::test]
+    async fn a_process_gone_before_it_is_opened_is_never_signalled_by_pid() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        child.wait().unwrap();
+        let handle = PidFd::open(pid);
+        assert!(
+            handle.is_gone(),
+            "a reaped pid must not be tracked by number"
+        );
+        assert!(!handle.signal(libc::SIGTERM).unwrap());
+        handle.wait().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_live_process_is_signalled_through_its_pidfd() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let handle = PidFd::open(child.id() as libc::pid_t);
+        assert!(!handle.is_gone());
+        assert!(handle.signal(libc::SIGKILL).unwrap());
+        child.wait().unwrap();
+        handle.wait().await.unwrap();
     }
 }
