@@ -467,6 +467,9 @@ struct Registry {
     domains: HashMap<u64, ClaimedDomain>,
     pending: VecDeque<Pending>,
     foreign: VecDeque<u64>,
+    /// Pending entries pushed out of the bounded queue (domain, creator if known): a process
+    /// that later turns out to own one has lost records, and its list says so.
+    evicted: VecDeque<(u64, Option<u32>)>,
 }
 
 impl Registry {
@@ -474,8 +477,13 @@ impl Registry {
         if let Some(i) = self.pending.iter().position(|p| p.domain == domain) {
             return &mut self.pending[i];
         }
-        if self.pending.len() >= PENDING_DOMAINS {
-            self.pending.pop_front();
+        if self.pending.len() >= PENDING_DOMAINS
+            && let Some(old) = self.pending.pop_front()
+        {
+            if self.evicted.len() >= FOREIGN_DOMAINS {
+                self.evicted.pop_front();
+            }
+            self.evicted.push_back((old.domain, old.pid));
         }
         self.pending.push_back(Pending {
             domain,
@@ -487,10 +495,36 @@ impl Registry {
         self.pending.back_mut().expect("just pushed")
     }
 
+    /// Starts attributing the domains `pid` creates to `watched`. Records of an earlier holder
+    /// of the same pid number that were pushed out of the queue, or a second registration of a
+    /// pid still watched (pid reuse before the first one settled), make every list involved
+    /// incomplete rather than wrong.
+    fn register(&mut self, pid: u32, watched: Watched) {
+        if self.evicted.iter().any(|(_, p)| *p == Some(pid)) {
+            watched.sink.lost();
+        }
+        if let Some(previous) = self.watched.insert(pid, watched) {
+            previous.sink.lost();
+            if let Some(w) = self.watched.get(&pid) {
+                w.sink.lost();
+            }
+        }
+        // Domains the child created (and was refused in) before this registration.
+        let (mine, others): (Vec<Pending>, Vec<Pending>) =
+            self.pending.drain(..).partition(|p| p.pid == Some(pid));
+        self.pending = others.into();
+        for p in mine {
+            self.claim(p.domain, pid, p.records, p.overflow);
+        }
+    }
+
     fn claim(&mut self, domain: u64, pid: u32, records: Vec<Denial>, overflow: bool) {
         let Some(w) = self.watched.get(&pid) else {
             return;
         };
+        if self.evicted.iter().any(|(d, _)| *d == domain) {
+            w.sink.lost();
+        }
         let logged = records.len() as u64;
         for d in records {
             w.sink.record(d);
@@ -588,23 +622,13 @@ impl AuditSource {
     pub fn watch(&self, pid: u32, sink: Arc<dyn AuditSink>) {
         let lost_at_start = self.kernel_status().ok().map(|s| s.lost);
         let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        reg.watched.insert(
+        reg.register(
             pid,
             Watched {
                 sink,
                 lost_at_start,
             },
         );
-        // Domains the child created (and was refused in) before this registration.
-        let mine: Vec<Pending> = {
-            let (mine, others): (Vec<Pending>, Vec<Pending>) =
-                reg.pending.drain(..).partition(|p| p.pid == Some(pid));
-            reg.pending = others.into();
-            mine
-        };
-        for p in mine {
-            reg.claim(p.domain, pid, p.records, p.overflow);
-        }
     }
 
     fn kernel_status(&self) -> std::io::Result<KernelStatus> {
@@ -1084,5 +1108,58 @@ mod tests {
             denials: 3,
         });
         assert!(a.0.lock().unwrap().1);
+    }
+
+    fn sink() -> Arc<Sink> {
+        Arc::new(Sink(Mutex::new((Vec::new(), false))))
+    }
+
+    fn watched(sink: &Arc<Sink>) -> Watched {
+        Watched {
+            sink: sink.clone(),
+            lost_at_start: None,
+        }
+    }
+
+    /// A tree that floods the pending queue with its own domains pushes out another
+    /// process's early records: that process's list must say it is incomplete.
+    #[test]
+    fn records_pushed_out_of_the_queue_make_the_owner_incomplete() {
+        let mut reg = Registry::default();
+        // The victim's child is refused before its domain record (and before it is watched).
+        reg.handle(access(1, "/victim"));
+        for d in 100..100 + PENDING_DOMAINS as u64 {
+            reg.handle(access(d, "/flood"));
+        }
+        let victim = sink();
+        reg.register(10, watched(&victim));
+        reg.handle(Record::Allocated { domain: 1, pid: 10 });
+        assert!(
+            victim.0.lock().unwrap().1,
+            "an evicted record went unnoticed"
+        );
+        // The same when the creator was known but not yet watched.
+        let mut reg = Registry::default();
+        reg.handle(access(2, "/victim"));
+        reg.handle(Record::Allocated { domain: 2, pid: 20 });
+        for d in 100..100 + PENDING_DOMAINS as u64 {
+            reg.handle(access(d, "/flood"));
+        }
+        let late = sink();
+        reg.register(20, watched(&late));
+        assert!(late.0.lock().unwrap().1);
+    }
+
+    /// Pid reuse before the first process settled: neither list may claim to be complete.
+    #[test]
+    fn a_pid_registered_twice_marks_both_lists_lost() {
+        let mut reg = Registry::default();
+        let first = sink();
+        let second = sink();
+        reg.register(30, watched(&first));
+        assert!(!first.0.lock().unwrap().1);
+        reg.register(30, watched(&second));
+        assert!(first.0.lock().unwrap().1);
+        assert!(second.0.lock().unwrap().1);
     }
 }
