@@ -69,11 +69,17 @@ impl AsyncPipe {
     /// Reads without waiting: `Ok(None)` when nothing is available, `Ok(Some(0))` at EOF.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            // tokio's try_io clears the cached readiness on WouldBlock, so the next
+            // A real read first: tokio's try_io answers WouldBlock without reading when the
+            // reactor has not seen the fd ready yet, and the pump's drain at exit must get
+            // what a program wrote just before it exited. Only when the fd really is empty
+            // does try_io read again, which clears the cached readiness so that the next
             // `readable` really waits.
-            let r = self.fd.try_io(tokio::io::Interest::READABLE, |inner| {
-                rustix::io::read(inner, &mut *buf).map_err(io::Error::from)
-            });
+            let r = match rustix::io::read(self.fd.get_ref(), &mut *buf) {
+                Err(Errno::AGAIN) => self.fd.try_io(tokio::io::Interest::READABLE, |inner| {
+                    rustix::io::read(inner, &mut *buf).map_err(io::Error::from)
+                }),
+                other => other.map_err(io::Error::from),
+            };
             match r {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
